@@ -1,0 +1,29 @@
+# Two entry points: `make lab` (the workbench in JupyterLab) and `make test` (every test).
+# Both build .venv on first use; python3 must be 3.10 or newer.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test bench samples clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[export,lab,test,bench]"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+samples: $(STAMP)
+	$(PY) sample_models/build.py --minilm
+
+clean:
+	rm -rf $(VENV) .pytest_cache sample_models/generated
