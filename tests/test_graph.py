@@ -1,0 +1,50 @@
+from conftest import parse_model
+from workbench.graph import GraphIndex, topological_order
+from workbench.model import load_model
+
+import numpy as np
+from onnx import TensorProto
+
+
+def index_of(text, **inits):
+    model = load_model(parse_model(text, **inits))
+    return GraphIndex(model.graph, list(model.proto.opset_import))
+
+
+def test_constants_include_cast_and_reshaped_copies_of_constants():
+    index = index_of(
+        """
+        g (float[2] x) => (float[2] y) {
+            c = Constant <value = float {3.0}> ()
+            cc = Cast <to = 1> (c)
+            y = Mul(x, cc)
+        }
+        """
+    )
+    assert index.is_constant("c") and index.is_constant("cc")
+    assert not index.is_constant("x") and not index.is_constant("y")
+
+
+def test_topological_order_repairs_an_unsorted_file():
+    model = parse_model("g (float[2] x) => (float[2] y) { a = Neg(x)\n y = Abs(a) }")
+    model.graph.node.reverse()
+    assert [n.op_type for n in topological_order(model.graph)] == ["Neg", "Abs"]
+
+
+def test_element_types_come_from_shape_inference_without_the_weights():
+    index = index_of("g (float[2,3] x) => (float[2,4] y) { y = MatMul(x, w) }", w=np.zeros((3, 4), np.float32))
+    assert index.elem_types["y"] == TensorProto.FLOAT
+
+
+def test_subgraph_outer_scope_reads_count_as_consumers():
+    index = index_of(
+        """
+        g (bool c, float[2] x) => (float[2] y) {
+            y = If(c) <
+                then_branch = t () => (float[2] o) { o = Neg(x) },
+                else_branch = e () => (float[2] o) { o = Abs(x) }
+            >
+        }
+        """
+    )
+    assert [n.op_type for n in index.consumers["x"]] == ["If"]

@@ -1,0 +1,94 @@
+import numpy as np
+import onnx
+import pytest
+
+from conftest import parse_model
+from workbench.errors import WorkbenchError
+from workbench.model import file_digest, load_model
+
+ADD = """
+g (float[N] x) => (float[N] y) {
+    a = Add(x, x)
+    y = Add(a, x)
+}
+"""
+
+
+def test_unnamed_nodes_get_stable_unique_names():
+    model = load_model(parse_model(ADD))
+    assert [n.name for n in model.graph.node] == ["Add_0", "Add_1"]
+    assert [n.name for n in load_model(parse_model(ADD)).graph.node] == ["Add_0", "Add_1"]
+
+
+def test_duplicate_names_are_made_unique():
+    proto = parse_model(ADD)
+    for node in proto.graph.node:
+        node.name = "same"
+    assert [n.name for n in load_model(proto).graph.node] == ["same", "same__2"]
+
+
+def test_a_model_proto_passed_in_is_not_modified():
+    proto = parse_model(ADD)
+    before = proto.SerializeToString()
+    load_model(proto)
+    assert proto.SerializeToString() == before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n not a model at all", "not a readable ONNX model"),
+    ],
+)
+def test_unreadable_files_give_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WorkbenchError, match=message) as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_truncated_file_is_reported(tmp_path, sample):
+    path, _ = sample("legacy_mask_bert")
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WorkbenchError, match="truncated"):
+        load_model(truncated)
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(WorkbenchError, match="is a directory"):
+        load_model(tmp_path)
+
+
+def test_missing_external_data_names_the_file(tmp_path):
+    proto = parse_model(
+        "g (float[4] x) => (float[4] y) { y = Add(x, w) }", w=np.arange(4, dtype=np.float32)
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(WorkbenchError, match="external data file 'weights.bin'"):
+        load_model(path)
+
+
+def test_external_data_is_loaded_and_left_alone(tmp_path):
+    weights = np.arange(4, dtype=np.float32)
+    proto = parse_model("g (float[4] x) => (float[4] y) { y = Add(x, w) }", w=weights)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    digests = file_digest(path), file_digest(tmp_path / "weights.bin")
+    model = load_model(path)
+    assert np.array_equal(onnx.numpy_helper.to_array(model.graph.initializer[0]), weights)
+    assert (file_digest(path), file_digest(tmp_path / "weights.bin")) == digests
+
+
+def test_opset_newer_than_supported(tmp_path):
+    proto = parse_model(ADD)
+    proto.opset_import[0].version = 99
+    with pytest.raises(WorkbenchError, match="opset 99"):
+        load_model(proto)

@@ -1,0 +1,143 @@
+"""The command line: a thin layer over the Python API. Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error; we want one line
+        raise WorkbenchError(f"{message} (see `workbench {self.prog.split()[-1]} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="workbench", description="Find out why a converted ONNX model gives wrong numbers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    diag = commands.add_parser("diagnose", help="find the root cause of FP16 NaN or divergence")
+    diag.add_argument("model", help="the reference (FP32) .onnx model")
+    source = diag.add_mutually_exclusive_group()
+    source.add_argument("--candidate", help="the variant to diagnose (default: the workbench's own FP16 conversion)")
+    source.add_argument("--precision", choices=["fp16"], default="fp16", help="make the candidate by converting to this precision")
+    diag.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
+    diag.add_argument("--mode", choices=["faithful", "runtime"], default="faithful",
+                      help="faithful: round at every node as an FP16 engine does (default); runtime: run as ONNX Runtime does")
+    diag.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="execution provider for the candidate")
+    diag.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
+    _add_conversion_options(diag)
+    diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+
+    conv = commands.add_parser("convert", help="write the FP16 conversion of a model")
+    conv.add_argument("model")
+    conv.add_argument("-o", "--output", required=True, help="where to write the FP16 model")
+    _add_conversion_options(conv)
+
+    nodes = commands.add_parser("nodes", help="list the model's nodes with the names the workbench uses")
+    nodes.add_argument("model")
+    return parser
+
+
+def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clamp-constants", action="store_true", help="clamp constants beyond ±65504 instead of letting them become ±inf")
+    parser.add_argument("--keep-node", action="append", default=[], metavar="NAME", help="keep this node in FP32 (repeatable)")
+    parser.add_argument("--keep-op-type", action="append", default=[], metavar="OP", help="keep every node of this op type in FP32 (repeatable)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except WorkbenchError as exc:
+        if debug:
+            raise
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # `workbench ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, with the way to see more
+        if debug:
+            raise
+        message = " ".join(str(exc).split())[:300]
+        print(f"workbench: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def _fp16_options(args):
+    from workbench.fp16 import Fp16Options
+
+    return Fp16Options(
+        clamp_constants=args.clamp_constants,
+        keep_nodes=frozenset(args.keep_node),
+        keep_op_types=frozenset(args.keep_op_type),
+    )
+
+
+def _providers(name: str) -> tuple[str, ...]:
+    if name == "cpu":
+        return ("CPUExecutionProvider",)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise WorkbenchError("CUDA is not available to this onnxruntime; install onnxruntime-gpu on a machine with a GPU, or use --provider cpu.")
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _diagnose(args) -> int:
+    from workbench.compare import Tolerance
+    from workbench.diagnose import DiagnoseOptions, diagnose
+
+    options = DiagnoseOptions(
+        mode=args.mode,
+        tolerance=Tolerance(rel_l2=args.tolerance),
+        fp16=_fp16_options(args),
+        providers=_providers(args.provider),
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    report = diagnose(args.model, args.candidate, inputs=args.inputs, options=options)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
+def _convert(args) -> int:
+    from workbench.fp16 import convert_to_fp16
+    from workbench.model import load_model
+    from workbench.save import save_model
+
+    source, target = Path(args.model), Path(args.output)
+    model = load_model(source)
+    converted, stats = convert_to_fp16(model, _fp16_options(args))
+    save_model(converted, target, protect=[source])
+    print(
+        f"wrote {target}: {stats.converted_initializers} initializers to FP16, {stats.casts_inserted} Casts inserted, "
+        f"{len(stats.kept_fp32)} nodes kept FP32, {len(stats.clamped)} constants clamped, in {stats.seconds:.2f} s"
+    )
+    return 0
+
+
+def _nodes(args) -> int:
+    from workbench.graph import GraphIndex
+    from workbench.model import load_model
+
+    model = load_model(args.model)
+    for node in GraphIndex(model.graph, list(model.proto.opset_import)).nodes:
+        print(f"{node.name}\t{node.op_type}\t{', '.join(node.input)} -> {', '.join(node.output)}")
+    return 0
+
+
+_COMMANDS = {"diagnose": _diagnose, "convert": _convert, "nodes": _nodes}

@@ -1,0 +1,314 @@
+"""Root causes: which nodes go wrong on their own, and which of those harm the outputs.
+
+1. Capture every tensor of the reference (FP32) and the candidate on the same feed.
+2. Per candidate node whose output disagrees (or that reads a constant FP16 cannot hold),
+   the local error: the node run in candidate precision on the reference's inputs.
+   A node whose local output is right only passes on damage from upstream.
+3. Each suspect's local output is put into the FP32 run alone; if the outputs then
+   leave tolerance it is a root, else a warning (a masked -inf that Softmax turns into 0,
+   an overflow that tanh saturates). Faults are tested one at a time, so independent
+   faults are each reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from workbench import explain
+from workbench.compare import TensorDiff, Tolerance, align, tensor_diff, verdict
+from workbench.errors import WorkbenchError
+from workbench.explain import InputEvidence, NodeEvidence
+from workbench.feeds import Feed, check_feed, generate_feed, load_feed
+from workbench.fp16 import Fp16Options, convert_to_fp16
+from workbench.graph import GraphIndex, node_reads
+from workbench.model import Model, load_model
+from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
+from workbench.report import Diagnosis, Finding, NodeComparison
+
+MODES = ("faithful", "runtime")
+# Harmless faults of these kinds are still worth a warning; harmless rounding is not.
+_WARN_WHEN_HARMLESS = {
+    explain.CONSTANT_OUT_OF_RANGE,
+    explain.CONSTANT_UNDERFLOW,
+    explain.ACTIVATION_OVERFLOW,
+    explain.INF_ARITHMETIC,
+}
+
+
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    mode: str = "faithful"  # faithful: round at every node as an FP16 engine does; runtime: run as ORT does
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    fp16: Fp16Options = field(default_factory=Fp16Options)  # how to make the candidate when none is given
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # for the candidate in runtime mode
+    progress: bool = False  # show tqdm progress bars
+
+
+def diagnose(
+    model,
+    candidate=None,
+    inputs: "Feed | str | Path | None" = None,
+    options: DiagnoseOptions | None = None,
+    **option_overrides,
+) -> Diagnosis:
+    """Diagnose `candidate` (default: the workbench's FP16 conversion of `model`) against `model`.
+
+    `model`/`candidate`: a path, an onnx.ModelProto or a workbench Model. `inputs`: a dict
+    keyed by input name, an .npz path, or None to generate a feed. Keyword overrides set
+    DiagnoseOptions fields, e.g. `diagnose(path, mode="runtime")`.
+    """
+    options = _with_overrides(options or DiagnoseOptions(), option_overrides)
+    start = time.perf_counter()
+    reference = load_model(model)
+    if candidate is None:
+        candidate_model, _ = convert_to_fp16(reference, options.fp16)
+    else:
+        candidate_model = load_model(candidate, name=f"{Path(candidate).stem}" if isinstance(candidate, (str, Path)) else None)
+    search = _Search(reference, candidate_model, options)
+    return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start)
+
+
+def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOptions:
+    known = {f.name for f in fields(DiagnoseOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"diagnose() got unknown option(s) {unknown}; known: {sorted(known)}")
+    options = replace(options, **overrides)
+    if options.mode not in MODES:
+        raise WorkbenchError(f"unknown mode '{options.mode}'; use one of {', '.join(MODES)}.")
+    return options
+
+
+def _resolve_feed(index: GraphIndex, inputs, model_name: str) -> Feed:
+    if inputs is None:
+        feed = generate_feed(index)
+    elif isinstance(inputs, (str, Path)):
+        feed = load_feed(inputs)
+    else:
+        feed = dict(inputs)
+    return check_feed(index, feed, model_name)
+
+
+class _Search:
+    def __init__(self, reference: Model, candidate: Model, options: DiagnoseOptions):
+        self.reference, self.candidate, self.options = reference, candidate, options
+        self.ref_index = GraphIndex(reference.graph, list(reference.proto.opset_import))
+        self.cand_index = GraphIndex(candidate.graph, list(candidate.proto.opset_import))
+        self.ref_runner = NodeRunner(reference.proto.opset_import, reference.proto.ir_version)
+        self.cand_runner = NodeRunner(candidate.proto.opset_import, candidate.proto.ir_version, list(options.providers))
+        self.tol = options.tolerance
+        self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # node name -> its local outputs
+
+    # -- capture ------------------------------------------------------------------------------
+    def run(self, feed: Feed, start: float) -> Diagnosis:
+        cand_feed = check_feed(self.cand_index, feed, self.candidate.name)
+        self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
+        if self.options.mode == "runtime":
+            outputs, intermediates = run_runtime(self.candidate.proto, self.cand_index, cand_feed, list(self.options.providers))
+            self.cand_values = {**cand_feed, **intermediates}
+            cand_outputs = outputs
+        else:
+            self.cand_values = self._replay(self.cand_index, self.cand_runner, dict(cand_feed), "candidate (FP16)")
+            cand_outputs = self.cand_values
+        self.alignment = align(self.ref_index, self.cand_index)
+        output_diffs = self._output_diffs(cand_outputs)
+        nodes, evidence = self._compare_nodes()
+        roots, warnings = self._findings(evidence)
+        the_verdict = verdict(output_diffs)
+        if the_verdict != "ok" and not roots:
+            warnings.extend(self._accumulated(evidence))
+        return Diagnosis(
+            verdict=the_verdict,
+            roots=tuple(roots),
+            warnings=tuple(warnings),
+            first_nonfinite=self._first_nonfinite(nodes),
+            outputs=output_diffs,
+            mode=self.options.mode,
+            reference=self.reference,
+            candidate=self.candidate,
+            nodes=tuple(nodes),
+            feed=feed,
+            reference_values=self.ref_values,
+            candidate_values=self.cand_values,
+            alignment=self.alignment,
+            stats={
+                "seconds": time.perf_counter() - start,
+                "node_runs": self.ref_runner.runs + self.cand_runner.runs,
+                "sessions_built": self.ref_runner.sessions_built + self.cand_runner.sessions_built,
+            },
+        )
+
+    def _replay(self, index: GraphIndex, runner: NodeRunner, values: Values, label: str) -> Values:
+        if not self.options.progress:
+            return replay(index, runner, values)
+        with tqdm(total=len(index.nodes), desc=label, unit="node", leave=False) as bar:
+            return replay(index, runner, values, on_node=lambda node, _: bar.update())
+
+    def _ref_value(self, ref_name: str) -> np.ndarray:
+        if ref_name not in self.ref_values:
+            self.ref_values[ref_name] = self.ref_index.initializer_array(ref_name)
+        return self.ref_values[ref_name]
+
+    def _cand_value(self, name: str) -> np.ndarray:
+        if name not in self.cand_values:
+            self.cand_values[name] = self.cand_index.initializer_array(name)
+        return self.cand_values[name]
+
+    def _output_diffs(self, cand_outputs: Values) -> dict[str, TensorDiff]:
+        diffs = {}
+        for name in self.ref_index.output_names:
+            if name not in cand_outputs:
+                raise WorkbenchError(f"the candidate has no output '{name}'; both models must have the same outputs.")
+            diffs[name] = tensor_diff(self.ref_values[name], cand_outputs[name], self.tol)
+        return diffs
+
+    # -- per node -----------------------------------------------------------------------------
+    def _compare_nodes(self) -> tuple[list[NodeComparison], list[NodeEvidence]]:
+        comparisons, evidence = [], []
+        for node in self.cand_index.nodes:
+            diffs = {
+                name: tensor_diff(self.ref_values[self.alignment[name]], self.cand_values[name], self.tol)
+                for name in node.output
+                if name in self.alignment and self.alignment[name] in self.ref_values and name in self.cand_values
+            }
+            local = None
+            if not self.cand_index.produces_constants(node) and (
+                not all(d.ok for d in diffs.values()) or self._reads_lossy_constant(node)
+            ):
+                item = self._evidence(node)
+                if item is not None:
+                    evidence.append(item)
+                    local = item.local_diff
+            comparisons.append(NodeComparison(node.name, node.op_type, diffs, local))
+        return comparisons, evidence
+
+    def _reads_lossy_constant(self, node: onnx.NodeProto) -> bool:
+        for name in node.input:
+            if name and self.cand_index.is_constant(name) and name in self.alignment:
+                ref = self._ref_value(self.alignment[name])
+                if ref.dtype.kind == "f":
+                    cand_dtype = self._cand_value(name).dtype
+                    with np.errstate(over="ignore"):
+                        cast = ref.astype(cand_dtype)
+                    if np.any(np.isfinite(ref) & ~np.isfinite(cast)) or (np.any(ref != 0) and not np.any(cast[ref != 0])):
+                        return True
+        return False
+
+    def _evidence(self, node: onnx.NodeProto) -> NodeEvidence | None:
+        """The node's own error: run in candidate precision on the reference's inputs."""
+        inputs: dict[str, InputEvidence] = {}
+
+        def read(name: str) -> np.ndarray:
+            if name not in inputs:
+                cand = self._cand_value(name)
+                ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
+                with np.errstate(over="ignore"):
+                    as_cand = ref.astype(cand.dtype) if ref.shape == cand.shape else cand
+                shown = self.alignment.get(name, name)  # the user knows the reference's names
+                inputs[name] = InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand)
+            return inputs[name].as_candidate
+
+        local_outputs = self.cand_runner.run(node, read)
+        first = next(((n, v) for n, v in zip(node.output, local_outputs) if n and v is not None), None)
+        if first is None or first[0] not in self.alignment:
+            return None
+        reference = self.ref_values.get(self.alignment[first[0]])
+        if reference is None:
+            return None
+        self._local_outputs[node.name] = dict(zip(node.output, local_outputs))
+        return NodeEvidence(node, list(inputs.values()), reference, first[1], tensor_diff(reference, first[1], self.tol))
+
+    # -- harm ---------------------------------------------------------------------------------
+    def _findings(self, evidence: list[NodeEvidence]) -> tuple[list[Finding], list[Finding]]:
+        roots, warnings = [], []
+        suspects = [(item, kind) for item in evidence if (kind := explain.classify(item)) is not None]
+        iterator = tqdm(suspects, desc="testing suspects", leave=False) if self.options.progress else suspects
+        for item, kind in iterator:
+            effect, absorbed_by = self._inject(item.node)
+            harmful = effect > self.tol.rel_l2
+            finding = Finding(
+                node=item.node.name,
+                op_type=item.node.op_type,
+                kind=kind,
+                explanation=self._sentence(kind, item, harmful, absorbed_by),
+                harmful=harmful,
+                local=item.local_diff,
+                output_effect=effect,
+                absorbed_by=absorbed_by,
+            )
+            if harmful:
+                roots.append(finding)
+            elif kind in _WARN_WHEN_HARMLESS:
+                warnings.append(finding)
+        return roots, warnings
+
+    def _sentence(self, kind: str, item: NodeEvidence, harmful: bool, absorbed_by: str | None) -> str:
+        text = explain.explain(kind, item)
+        if not harmful:
+            where = f" after `{absorbed_by}`" if absorbed_by else ""
+            text += f"; harmless here: the fault is gone{where} and the outputs stay within tolerance"
+        return text
+
+    def _inject(self, node: onnx.NodeProto) -> tuple[float, str | None]:
+        """Put this node's local output alone into the FP32 run; return the worst output error and the absorbing node."""
+        overlay = dict(self.ref_values)
+        injected = []
+        for name, value in self._local_outputs[node.name].items():
+            ref_name = self.alignment.get(name)
+            if ref_name and value is not None and ref_name in overlay:
+                overlay[ref_name] = value.astype(overlay[ref_name].dtype) if value.dtype.kind == "f" else value
+                injected.append(ref_name)
+        tainted, absorbed_by = set(injected), None
+
+        def track(ref_node: onnx.NodeProto, values: Values) -> None:
+            nonlocal absorbed_by
+            changed = [n for n in ref_node.output if n and not tensor_diff(self.ref_values[n], values[n], self.tol).ok]
+            tainted.update(changed)
+            if not changed and absorbed_by is None:
+                absorbed_by = ref_node.name
+
+        nodes = _only_tainted(downstream(self.ref_index, injected), tainted)
+        replay(self.ref_index, self.ref_runner, overlay, nodes=nodes, on_node=track)
+        worst = 0.0
+        for name in self.ref_index.output_names:
+            diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
+            worst = max(worst, float("inf") if diff.nonfinite else diff.rel_l2)
+        return worst, absorbed_by
+
+    def _accumulated(self, evidence: list[NodeEvidence]) -> list[Finding]:
+        if not evidence:
+            return []
+        item = max(evidence, key=lambda e: e.local_diff.rel_l2)
+        return [
+            Finding(
+                node=item.node.name,
+                op_type=item.node.op_type,
+                kind=explain.ACCUMULATED_ERROR,
+                explanation=explain.explain(explain.ACCUMULATED_ERROR, item),
+                harmful=False,
+                local=item.local_diff,
+                output_effect=0.0,
+            )
+        ]
+
+    def _first_nonfinite(self, nodes: list[NodeComparison]) -> str | None:
+        for comparison in nodes:
+            node = self.cand_index.node_by_name[comparison.node]
+            if self.cand_index.produces_constants(node):
+                continue
+            if any(d.nonfinite for d in comparison.outputs.values()):
+                return comparison.node
+        return None
+
+
+def _only_tainted(nodes: list[onnx.NodeProto], tainted: set[str]):
+    """Yield the downstream nodes lazily, skipping those whose inputs turned out unchanged."""
+    for node in nodes:
+        if any(name in tainted for name in node_reads(node)):
+            yield node

@@ -1,0 +1,216 @@
+"""What went wrong at one node, as a kind and a sentence naming the offending values.
+
+All arithmetic here is on numpy arrays: reference values in FP32 (or wider), the
+candidate's in its own type (FP16 mostly). "Local" output = the node run in the
+candidate's precision on the reference's inputs: the node's own fault, free of
+damage passed on from upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from workbench.compare import FP16_MAX, FP16_TINY, TensorDiff
+
+# Kinds, most specific first. Each root or warning has exactly one.
+CONSTANT_OUT_OF_RANGE = "constant_out_of_range"
+CONSTANT_UNDERFLOW = "constant_underflow"
+ACTIVATION_OVERFLOW = "activation_overflow"
+INF_ARITHMETIC = "inf_arithmetic"
+OUTPUT_UNDERFLOW = "underflow"
+PRECISION_LOSS = "precision_loss"
+ACCUMULATED_ERROR = "accumulated_error"
+
+
+@dataclass
+class InputEvidence:
+    name: str
+    constant: bool
+    reference: np.ndarray  # the reference's value (FP32)
+    as_candidate: np.ndarray  # the same value cast to the candidate's input type
+
+    @property
+    def overflows(self) -> int:
+        """Elements finite in the reference that become ±inf in the candidate's type."""
+        if not _is_float(self.reference):
+            return 0
+        return int(np.count_nonzero(np.isfinite(self.reference) & ~np.isfinite(self.as_candidate)))
+
+    @property
+    def vanishes(self) -> bool:
+        """All its non-zero elements become 0 in the candidate's type (an eps of 1e-12, say)."""
+        if not _is_float(self.reference) or not np.any(self.reference != 0):
+            return False
+        return not np.any(self.as_candidate[self.reference != 0] != 0)
+
+
+@dataclass
+class NodeEvidence:
+    node: onnx.NodeProto
+    inputs: list[InputEvidence]
+    reference: np.ndarray  # the reference's first output
+    local: np.ndarray  # the node run in candidate precision on the reference's inputs
+    local_diff: TensorDiff
+
+    @property
+    def lossy_constants(self) -> list[InputEvidence]:
+        return [i for i in self.inputs if i.constant and (i.overflows or i.vanishes)]
+
+    @property
+    def lossy_activation_inputs(self) -> list[InputEvidence]:
+        """Computed inputs that do not fit the candidate's type: the fault is upstream, not here."""
+        return [i for i in self.inputs if not i.constant and i.overflows]
+
+
+def classify(evidence: NodeEvidence) -> str | None:
+    """The kind of fault this node makes on its own, or None when it makes none."""
+    constants = evidence.lossy_constants
+    if any(i.overflows for i in constants):
+        return CONSTANT_OUT_OF_RANGE
+    if constants:
+        return CONSTANT_UNDERFLOW
+    if evidence.lossy_activation_inputs:
+        return None
+    diff = evidence.local_diff
+    if diff.ok:
+        return None
+    if _overflowed(evidence.reference, evidence.local):
+        return ACTIVATION_OVERFLOW
+    if diff.nonfinite:
+        return INF_ARITHMETIC
+    if _underflowed(evidence.reference, evidence.local):
+        return OUTPUT_UNDERFLOW
+    return PRECISION_LOSS
+
+
+def explain(kind: str, evidence: NodeEvidence) -> str:
+    node = evidence.node
+    head = f"{node.op_type} `{node.name}`"
+    sentence = _SENTENCES[kind](evidence)
+    return f"{head}: {sentence}"
+
+
+def _constant_out_of_range(e: NodeEvidence) -> str:
+    constant = next(i for i in e.lossy_constants if i.overflows)
+    worst = _extreme(constant.reference[np.isfinite(constant.reference) & ~np.isfinite(constant.as_candidate)])
+    with np.errstate(over="ignore"):
+        half = np.float16(worst)
+    text = f"input `{constant.name}` is {_num(worst)} in FP32 and {_num(half)} in FP16 (outside FP16's ±65504)"
+    return text + "; " + _consequence(e)
+
+
+def _constant_underflow(e: NodeEvidence) -> str:
+    constant = e.lossy_constants[0]
+    smallest = _extreme(constant.reference[constant.reference != 0], smallest=True)
+    text = f"input `{constant.name}` is {_num(smallest)} in FP32 and 0 in FP16 (below FP16's smallest value 6e-08)"
+    if e.local_diff.ok:
+        return text + "; the output is unchanged on these inputs, but a zero next to it would divide by zero"
+    return text + "; " + _consequence(e)
+
+
+def _activation_overflow(e: NodeEvidence) -> str:
+    overflowing = np.isfinite(e.reference) & ~np.isfinite(e.local.astype(np.float64))
+    peak = _extreme(e.reference[overflowing])
+    inputs = ", ".join(f"`{i.name}` up to {_num(_extreme(i.reference))}" for i in e.inputs if _is_float(i.reference) and i.reference.size)
+    return (
+        f"the output reaches {_num(peak)} in FP32, beyond FP16's ±65504, and becomes "
+        f"{'inf' if peak > 0 else '-inf'} at {_count(overflowing)} (inputs: {inputs})"
+    )
+
+
+def _inf_arithmetic(e: NodeEvidence) -> str:
+    return "inputs hold ±inf in FP16; " + _consequence(e)
+
+
+def _output_underflow(e: NodeEvidence) -> str:
+    lost = (e.reference != 0) & (e.local.astype(np.float64) == 0)
+    return (
+        f"output values as small as {_num(_extreme(e.reference[lost], smallest=True))} are below FP16's smallest "
+        f"value 6e-08 and become 0 at {_count(lost)} (relative error {e.local_diff.rel_l2:.2g})"
+    )
+
+
+def _precision_loss(e: NodeEvidence) -> str:
+    text = f"FP16 rounding alone gives a relative error of {e.local_diff.rel_l2:.2g} (max {_num(e.local_diff.max_abs)})"
+    floats = [i for i in e.inputs if _is_float(i.reference) and i.reference.size]
+    if node_cancels(e.node) and floats:
+        big = max(float(np.max(np.abs(i.reference))) for i in floats)
+        out = float(np.sqrt(np.mean(np.square(e.reference.astype(np.float64))))) if e.reference.size else 0.0
+        if out > 0 and big / out > 100:
+            spacing = float(np.spacing(np.float16(min(big, FP16_MAX))))
+            text += (
+                f": cancellation, inputs of magnitude {_num(big)} (FP16 spacing {_num(spacing)} there) "
+                f"leave a result of typical size {_num(out)}"
+            )
+    return text
+
+
+def _accumulated(e: NodeEvidence) -> str:
+    return f"largest local FP16 error on the way ({e.local_diff.rel_l2:.2g}); no single node explains the outputs"
+
+
+_SENTENCES = {
+    CONSTANT_OUT_OF_RANGE: _constant_out_of_range,
+    CONSTANT_UNDERFLOW: _constant_underflow,
+    ACTIVATION_OVERFLOW: _activation_overflow,
+    INF_ARITHMETIC: _inf_arithmetic,
+    OUTPUT_UNDERFLOW: _output_underflow,
+    PRECISION_LOSS: _precision_loss,
+    ACCUMULATED_ERROR: _accumulated,
+}
+
+
+def node_cancels(node: onnx.NodeProto) -> bool:
+    return node.op_type in ("Sub", "Add")
+
+
+def _consequence(e: NodeEvidence) -> str:
+    """What the bad input does in this op, e.g. '0 × -inf = NaN at 9 of 16 elements'."""
+    local = e.local.astype(np.float64)
+    new_nan = np.isnan(local) & ~np.isnan(e.reference)
+    new_inf = np.isinf(local) & np.isfinite(e.reference)
+    if new_nan.any():
+        rule = {"Mul": "0 × -inf = NaN", "Add": "inf - inf = NaN", "Sub": "inf - inf = NaN", "Div": "inf / inf or 0 / 0 = NaN"}
+        return f"{rule.get(e.node.op_type, 'the result is NaN')} at {_count(new_nan)}"
+    if new_inf.any():
+        return f"the output is ±inf at {_count(new_inf)} where FP32 is finite"
+    return f"the output differs by a relative error of {e.local_diff.rel_l2:.2g}"
+
+
+def _count(mask: np.ndarray) -> str:
+    return f"{int(np.count_nonzero(mask))} of {mask.size} elements"
+
+
+def _extreme(values: np.ndarray, smallest: bool = False) -> float:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if not values.size:
+        return 0.0
+    pick = np.argmin(np.abs(values)) if smallest else np.argmax(np.abs(values))
+    return float(values[pick])
+
+
+def _num(value) -> str:
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    return f"{value:.8g}" if abs(value) >= 1e5 or (value != 0 and abs(value) < 1e-3) else f"{value:.4g}"
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return np.asarray(array).dtype.kind == "f"
+
+
+def _overflowed(reference: np.ndarray, local: np.ndarray) -> bool:
+    if not _is_float(reference):
+        return False
+    return bool(np.any(np.isfinite(reference) & (np.abs(reference) > FP16_MAX) & ~np.isfinite(local.astype(np.float64))))
+
+
+def _underflowed(reference: np.ndarray, local: np.ndarray) -> bool:
+    if not _is_float(reference):
+        return False
+    lost = (reference != 0) & (np.abs(reference) < FP16_TINY) & (local.astype(np.float64) == 0)
+    return bool(lost.any())

@@ -1,0 +1,294 @@
+"""FP16 conversion: the candidate an FP16 engine would run.
+
+By default it does exactly what an engine's plain cast does and nothing kinder: every
+float initializer, Constant/ConstantOfShape tensor and Cast(to=FLOAT) becomes FP16
+with no clamping (-3.4e38 becomes -inf). Model inputs and outputs stay FP32 with
+Casts at the boundary. Nodes or op types can be kept in FP32 (Casts go around them).
+
+Written over protobuf rather than with onnxconverter-common or onnxruntime's
+float16 tool because those clamp constants (hiding the very fault we diagnose),
+mishandle graph outputs read inside the graph, and leave Cast(to=FLOAT) alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench.errors import WorkbenchError
+from workbench.graph import GraphIndex, outer_scope_reads
+from workbench.model import Model, subgraphs
+
+FP16_MAX = 65504.0
+F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+# Inputs that the ONNX spec types as float32 whatever the node's data type.
+FP32_ONLY_INPUTS = {"Resize": {2}, "Upsample": {1}}
+# Ops that accept any element type on their inputs: no Cast is needed in front of them.
+ANY_TYPE_INPUT_OPS = {"Cast", "Shape", "Size", "IsNaN", "IsInf"}
+# Ops whose `dtype` attribute picks the output type.
+DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "EyeLike", "Bernoulli"}
+
+
+@dataclass(frozen=True)
+class Fp16Options:
+    """How to convert. The default is an FP16 engine's plain cast."""
+
+    clamp_constants: bool = False  # clamp constants beyond ±65504 to ±65504 instead of letting them become ±inf
+    keep_nodes: frozenset[str] = field(default_factory=frozenset)  # node names kept in FP32
+    keep_op_types: frozenset[str] = field(default_factory=frozenset)  # op types kept in FP32
+    keep_io_fp32: bool = True  # model inputs and outputs stay FP32, with Casts at the boundary
+
+
+@dataclass(frozen=True)
+class ConversionStats:
+    seconds: float
+    converted_initializers: int
+    clamped: tuple[str, ...]
+    kept_fp32: tuple[str, ...]
+    casts_inserted: int
+
+
+def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple[Model, ConversionStats]:
+    """Return the FP16 variant of `model` (a new Model) and what the conversion did."""
+    start = time.perf_counter()
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    unknown = sorted(options.keep_nodes - set(index.node_by_name))
+    if unknown:
+        raise WorkbenchError(f"no node named '{unknown[0]}' in {model.name}; node names are listed by `workbench nodes`.")
+    converter = _GraphConverter(index, options)
+    graph = converter.convert_main()
+    proto = _model_with_graph(model.proto, graph)
+    stats = ConversionStats(
+        seconds=time.perf_counter() - start,
+        converted_initializers=converter.converted_initializers,
+        clamped=tuple(converter.clamped),
+        kept_fp32=tuple(sorted(converter.fp32_nodes)),
+        casts_inserted=converter.casts_inserted,
+    )
+    origin = "fp16 conversion" + (" (clamped constants)" if options.clamp_constants else "")
+    return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)"), stats
+
+
+def _model_with_graph(template: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A copy of `template`'s metadata around `graph`, without copying the template's weights."""
+    proto = onnx.ModelProto()
+    for field_name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(proto, field_name, getattr(template, field_name))
+    proto.opset_import.extend(template.opset_import)
+    proto.metadata_props.extend(template.metadata_props)
+    proto.functions.extend(template.functions)
+    proto.graph.CopyFrom(graph)
+    return proto
+
+
+class _GraphConverter:
+    """Converts one graph; each node gets a precision, and Casts go where a tensor's type differs from a reader's."""
+
+    def __init__(self, index: GraphIndex, options: Fp16Options):
+        self.index = index
+        self.options = options
+        self.fp32_nodes = {n.name for n in index.nodes if self._stays_fp32(n)}
+        self.converted_initializers = 0
+        self.clamped: list[str] = []
+        self.casts_inserted = 0
+        self._casts: dict[tuple[str, int], str] = {}
+        self._new_nodes: list[onnx.NodeProto] = []
+
+    def _stays_fp32(self, node: onnx.NodeProto) -> bool:
+        return (
+            node.name in self.options.keep_nodes
+            or node.op_type in self.options.keep_op_types
+            or node.domain not in ("", "ai.onnx")
+        )
+
+    # -- what type each float tensor has after conversion -------------------------------------
+    def home_type(self, name: str) -> int | None:
+        """The element type tensor `name` has in the converted graph (None for non-float tensors)."""
+        if self.index.elem_types.get(name) != F32:
+            return None
+        if name in self.index.initializers:
+            return F16 if self._initializer_goes_fp16(name) else F32
+        if name in self.index.input_names:
+            return F32 if self.options.keep_io_fp32 else F16
+        producer = self.index.producer.get(name)
+        if producer is None or producer.name in self.fp32_nodes:
+            return F32
+        return F16
+
+    def _initializer_goes_fp16(self, name: str) -> bool:
+        readers = self.index.consumers.get(name, [])
+        return any(self.wanted_type(reader, name) == F16 for reader in readers) and all(
+            self.wanted_type(reader, name) in (F16, None) for reader in readers
+        )
+
+    def wanted_type(self, node: onnx.NodeProto, name: str) -> int | None:
+        """The float type `node` wants to read `name` in (None: any type will do)."""
+        if node.op_type in ANY_TYPE_INPUT_OPS:
+            return None
+        positions = [i for i, n in enumerate(node.input) if n == name]
+        if positions and all(i in FP32_ONLY_INPUTS.get(node.op_type, ()) for i in positions):
+            return F32
+        return F32 if node.name in self.fp32_nodes else F16
+
+    # -- building the new graph ---------------------------------------------------------------
+    def convert_main(self) -> onnx.GraphProto:
+        graph = self.index.graph
+        renamed_outputs = self._rename_fp16_outputs()
+        for node in self.index.nodes:
+            self._new_nodes.append(self._convert_node(node, renamed_outputs))
+        for original, internal in renamed_outputs.items():
+            self._new_nodes.append(helper.make_node("Cast", [internal], [original], to=F32, name=f"{original}__to_fp32_output"))
+            self.casts_inserted += 1
+        new = onnx.GraphProto()
+        new.name, new.doc_string = graph.name, graph.doc_string
+        new.node.extend(self._new_nodes)
+        new.input.extend(self._converted_inputs())
+        new.output.extend(graph.output)
+        new.initializer.extend(self._convert_initializer(t) for t in graph.initializer)
+        new.sparse_initializer.extend(graph.sparse_initializer)
+        new.value_info.extend(self._converted_value_info(renamed_outputs))
+        return new
+
+    def _rename_fp16_outputs(self) -> dict[str, str]:
+        """Graph outputs produced in FP16 get an internal name; a Cast to FP32 produces the real one."""
+        if not self.options.keep_io_fp32:
+            return {}
+        return {
+            name: f"{name}__fp16"
+            for name in self.index.output_names
+            if name in self.index.producer and self.home_type(name) == F16
+        }
+
+    def _convert_node(self, node: onnx.NodeProto, renamed: dict[str, str]) -> onnx.NodeProto:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        fp16 = node.name not in self.fp32_nodes
+        for i, name in enumerate(node.input):
+            if name:
+                new.input[i] = self._read_as(name, self.wanted_type(node, name), renamed)
+        for i, name in enumerate(node.output):
+            new.output[i] = renamed.get(name, name)
+        outer_renames = {
+            name: self._read_as(name, F16 if fp16 else F32, renamed)
+            for sub in subgraphs(node)
+            for name in outer_scope_reads(sub)
+        }
+        if fp16:
+            self._convert_attributes(new)
+        for sub in subgraphs(new):
+            _rename_reads(sub, {k: v for k, v in outer_renames.items() if k != v})
+            if fp16:
+                _convert_subgraph(sub, self)
+        return new
+
+    def _read_as(self, name: str, wanted: int | None, renamed: dict[str, str]) -> str:
+        """The name under which a reader gets `name` in type `wanted`, inserting a shared Cast if needed."""
+        name_now = renamed.get(name, name)
+        have = F16 if name in renamed else self.home_type(name)
+        if wanted is None or have is None or have == wanted:
+            return name_now
+        key = (name_now, wanted)
+        if key not in self._casts:
+            suffix = "fp16" if wanted == F16 else "fp32"
+            cast_name = f"{name_now}__to_{suffix}"
+            self._new_nodes.append(helper.make_node("Cast", [name_now], [cast_name], to=wanted, name=cast_name))
+            self._casts[key] = cast_name
+            self.casts_inserted += 1
+        return self._casts[key]
+
+    def _convert_attributes(self, node: onnx.NodeProto) -> None:
+        if node.op_type == "Constant":
+            _constant_float_attrs_to_tensor(node)
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == F32:
+                attr.i = F16
+            elif node.op_type in DTYPE_ATTR_OPS and attr.name == "dtype" and attr.i == F32:
+                attr.i = F16
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == F32:
+                label = node.output[0] if node.op_type == "Constant" else f"{node.name}.{attr.name}"
+                attr.t.CopyFrom(self._to_fp16(attr.t, label))
+
+    def _convert_initializer(self, tensor: TensorProto) -> TensorProto:
+        if tensor.data_type != F32 or not self._initializer_goes_fp16(tensor.name):
+            return tensor
+        self.converted_initializers += 1
+        return self._to_fp16(tensor, tensor.name)
+
+    def _to_fp16(self, tensor: TensorProto, label: str) -> TensorProto:
+        values = _float32_values(tensor)
+        if self.options.clamp_constants:
+            finite_out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
+            if finite_out_of_range.any():
+                values = np.where(finite_out_of_range, np.sign(values) * FP16_MAX, values)
+                self.clamped.append(label)
+        with np.errstate(over="ignore"):
+            half = values.astype(np.float16)
+        new = TensorProto(name=tensor.name, data_type=F16, dims=tensor.dims, raw_data=half.tobytes())
+        new.doc_string = tensor.doc_string
+        return new
+
+    def _converted_inputs(self) -> list[onnx.ValueInfoProto]:
+        result = []
+        for info in self.index.graph.input:
+            new = onnx.ValueInfoProto()
+            new.CopyFrom(info)
+            if self.home_type(info.name) == F16 and info.type.tensor_type.elem_type == F32:
+                new.type.tensor_type.elem_type = F16
+            result.append(new)
+        return result
+
+    def _converted_value_info(self, renamed: dict[str, str]) -> list[onnx.ValueInfoProto]:
+        result = []
+        for info in self.index.graph.value_info:
+            new = onnx.ValueInfoProto()
+            new.CopyFrom(info)
+            new.name = renamed.get(info.name, info.name)
+            if self.home_type(info.name) == F16 and new.type.tensor_type.elem_type == F32:
+                new.type.tensor_type.elem_type = F16
+            result.append(new)
+        return result
+
+
+def _float32_values(tensor: TensorProto) -> np.ndarray:
+    if tensor.raw_data and not tensor.external_data:
+        return np.frombuffer(tensor.raw_data, dtype="<f4").reshape(tuple(tensor.dims))
+    return numpy_helper.to_array(tensor).astype(np.float32)
+
+
+def _constant_float_attrs_to_tensor(node: onnx.NodeProto) -> None:
+    """Constant(value_float=...) always yields FP32; rewrite it as a `value` tensor we can convert."""
+    for attr in list(node.attribute):
+        if attr.name in ("value_float", "value_floats"):
+            values = np.array(attr.f if attr.name == "value_float" else list(attr.floats), dtype=np.float32)
+            node.attribute.remove(attr)
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(values)))
+
+
+def _convert_subgraph(graph: onnx.GraphProto, parent: _GraphConverter) -> None:
+    """Convert an If/Loop/Scan body in place: everything float in it becomes FP16, formal inputs and outputs too."""
+    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if info.type.tensor_type.elem_type == F32:
+            info.type.tensor_type.elem_type = F16
+    for i, tensor in enumerate(graph.initializer):
+        if tensor.data_type == F32:
+            graph.initializer[i].CopyFrom(parent._to_fp16(tensor, tensor.name))
+    for node in graph.node:
+        parent._convert_attributes(node)
+        for sub in subgraphs(node):
+            _convert_subgraph(sub, parent)
+
+
+def _rename_reads(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
+    if not renames:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+        for sub in subgraphs(node):
+            _rename_reads(sub, renames)

@@ -1,0 +1,186 @@
+"""Loading a user's ONNX model safely, and naming its nodes.
+
+The user's file is only ever read. Everything derived from it (conversions,
+fixes) lives in memory or in a work directory of the workbench's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from workbench.errors import WorkbenchError
+
+log = logging.getLogger(__name__)
+
+# Opsets this onnx/onnxruntime pair can run; a newer model gets a clear error, not a crash later.
+MAX_SUPPORTED_OPSET = onnx.defs.onnx_opset_version()
+
+
+@dataclass(frozen=True)
+class Model:
+    """An ONNX model the workbench works on, with how it came to be.
+
+    `proto` is the workbench's own copy: every node has a unique, stable name.
+    `origin` says where it came from ("file", "fp16 conversion", ...).
+    """
+
+    proto: onnx.ModelProto = field(repr=False)
+    name: str
+    origin: str = "file"
+    path: Path | None = None
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.proto.graph
+
+    @property
+    def opset(self) -> int:
+        return default_opset(self.proto)
+
+    def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None) -> "Model":
+        return Model(proto=proto, name=name or self.name, origin=origin, path=None)
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return MAX_SUPPORTED_OPSET
+
+
+def load_model(source: "str | Path | onnx.ModelProto | Model", name: str | None = None) -> Model:
+    """Load a model from a path (external data beside it is read too) or take a ModelProto.
+
+    A ModelProto passed in is copied, never modified.
+    """
+    if isinstance(source, Model):
+        return source
+    if isinstance(source, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)
+        path = None
+        default_name = source.graph.name or "model"
+    else:
+        path = Path(source)
+        proto = _read_model_file(path)
+        default_name = path.stem
+    _check_structure(proto, str(path) if path else "the model")
+    name_nodes(proto.graph)
+    return Model(proto=proto, name=name or default_name, origin="file", path=path)
+
+
+def _read_model_file(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise WorkbenchError(f"{path}: no such file; check the path to the .onnx model.")
+    if path.is_dir():
+        raise WorkbenchError(f"{path} is a directory; give the path to the .onnx file inside it.")
+    data = path.read_bytes()
+    if not data:
+        raise WorkbenchError(f"{path} is empty; re-export or copy the model again.")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError:
+        raise WorkbenchError(
+            f"{path} is not a readable ONNX model (truncated or not ONNX at all); "
+            "re-export it or copy the complete file."
+        ) from None
+    if not proto.HasField("graph"):
+        raise WorkbenchError(f"{path} holds no ONNX graph; is it really an .onnx model file?")
+    _load_external_data(proto, path)
+    return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    tensors = [t for t in _all_initializers(proto.graph) if uses_external_data(t)]
+    for tensor in tensors:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not (path.parent / location).is_file():
+            raise WorkbenchError(
+                f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
+                f"put it next to the model in {path.parent}."
+            )
+    if tensors:
+        try:
+            load_external_data_for_model(proto, str(path.parent))
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            raise WorkbenchError(f"{path}: cannot read its external data ({exc}); re-save the model.") from None
+
+
+def _all_initializers(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in _subgraphs_of(attr):
+                yield from _all_initializers(sub)
+
+
+def _subgraphs_of(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        return [attr.g]
+    if attr.type == onnx.AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of an If/Loop/Scan node (empty for other ops)."""
+    return [g for attr in node.attribute for g in _subgraphs_of(attr)]
+
+
+def _check_structure(proto: onnx.ModelProto, where: str) -> None:
+    """Cheap checks that catch truncated or hand-broken models before any session does."""
+    opset = default_opset(proto)
+    if opset > MAX_SUPPORTED_OPSET:
+        raise WorkbenchError(
+            f"{where} uses opset {opset}, newer than the {MAX_SUPPORTED_OPSET} this installation "
+            "supports; export with an older opset or upgrade onnx and onnxruntime."
+        )
+    graph = proto.graph
+    if not graph.node:
+        raise WorkbenchError(f"{where} has no nodes; there is nothing to diagnose.")
+    if not graph.output:
+        raise WorkbenchError(f"{where} has no graph outputs; the file may be truncated.")
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    for node in graph.node:
+        known.update(node.output)
+    missing = [o.name for o in graph.output if o.name not in known]
+    if missing:
+        raise WorkbenchError(
+            f"{where}: graph output '{missing[0]}' is produced by no node; the file may be truncated."
+        )
+
+
+def name_nodes(graph: onnx.GraphProto, prefix: str = "") -> None:
+    """Give every node a unique, stable name: unnamed ones get `<op>_<index>`, duplicates a suffix.
+
+    Stable means the same model always gets the same names, so a name in a report
+    can be found again in the graph viewer and on the command line.
+    """
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        base = node.name or f"{prefix}{node.op_type}_{index}"
+        name, k = base, 2
+        while name in seen:
+            name, k = f"{base}__{k}", k + 1
+        node.name = name
+        seen.add(name)
+        for sub in subgraphs(node):
+            name_nodes(sub, prefix=f"{name}/")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, to show (and test) that the user's files are left untouched."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
