@@ -172,15 +172,15 @@ class _Search:
     def _compare_nodes(self) -> tuple[list[NodeComparison], list[NodeEvidence]]:
         comparisons, evidence = [], []
         for node in self.cand_index.nodes:
+            if self.cand_index.produces_constants(node):
+                continue  # a weight's Transpose or Cast: its faults show where it is read
             diffs = {
                 name: tensor_diff(self.ref_values[self.alignment[name]], self.cand_values[name], self.tol)
                 for name in node.output
                 if name in self.alignment and self.alignment[name] in self.ref_values and name in self.cand_values
             }
             local = None
-            if not self.cand_index.produces_constants(node) and (
-                not all(d.ok for d in diffs.values()) or self._reads_lossy_constant(node)
-            ):
+            if not all(d.ok for d in diffs.values()) or self._reads_lossy_constant(node):
                 item = self._evidence(node)
                 if item is not None:
                     evidence.append(item)
@@ -299,9 +299,6 @@ class _Search:
 
     def _first_nonfinite(self, nodes: list[NodeComparison]) -> str | None:
         for comparison in nodes:
-            node = self.cand_index.node_by_name[comparison.node]
-            if self.cand_index.produces_constants(node):
-                continue
             if any(d.nonfinite for d in comparison.outputs.values()):
                 return comparison.node
         return None

@@ -18,6 +18,16 @@ FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, Tenso
 # Initializers at most this big keep their values in the skeleton used for shape inference,
 # so that shape constants (Reshape targets, axes) still propagate.
 _SMALL_INITIALIZER_ELEMENTS = 64
+_RAW_DTYPES = {
+    TensorProto.FLOAT: np.dtype("<f4"),
+    TensorProto.FLOAT16: np.dtype("<f2"),
+    TensorProto.DOUBLE: np.dtype("<f8"),
+    TensorProto.INT64: np.dtype("<i8"),
+    TensorProto.INT32: np.dtype("<i4"),
+    TensorProto.INT8: np.dtype("i1"),
+    TensorProto.UINT8: np.dtype("u1"),
+    TensorProto.BOOL: np.dtype("?"),
+}
 # Ops that pass a constant on unchanged in value (up to type or layout): their output is still "the constant".
 _VALUE_FORWARDING_OPS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Transpose", "Flatten"}
 
@@ -87,7 +97,12 @@ class GraphIndex:
         return self.elem_types.get(name) in FLOAT_TYPES
 
     def initializer_array(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self.initializers[name])
+        """The initializer's values; a read-only view of its bytes where possible (weights are large)."""
+        tensor = self.initializers[name]
+        dtype = _RAW_DTYPES.get(tensor.data_type)
+        if dtype is not None and tensor.raw_data and not tensor.external_data:
+            return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+        return numpy_helper.to_array(tensor)
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:

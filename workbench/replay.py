@@ -103,10 +103,12 @@ class NodeFailure(WorkbenchError):
 def _signature(node, inputs, outer) -> bytes:
     types = [("-" if v is None else f"{v.dtype.str}:{v.ndim}") for v in inputs]
     types += [f"{k}={v.dtype.str}:{v.ndim}" for k, v in outer.items()]
+    types.append("".join("1" if name else "0" for name in node.output))  # which optional outputs exist
     stripped = onnx.NodeProto()
     stripped.CopyFrom(node)
     stripped.name = ""
     del stripped.input[:]
+    del stripped.output[:]
     return stripped.SerializeToString(deterministic=True) + "|".join(types).encode()
 
 

@@ -1,0 +1,99 @@
+"""The command line as a user runs it: real subprocesses, one-line errors, the user's files untouched."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.model import file_digest
+
+SCRIPT = str(Path(sys.executable).with_name("workbench"))
+
+
+def run(*args, entry=(SCRIPT,)):
+    return subprocess.run([*entry, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_diagnose_json_with_the_workbench_conversion(sample):
+    path, _ = sample("legacy_mask_bert")
+    result = run("diagnose", path, "--precision", "fp16", "--inputs", path.with_suffix(".npz"), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "nonfinite" and data["roots"][0]["node"] == "mask_scale"
+
+
+def test_diagnose_a_given_candidate_via_python_dash_m(sample, tmp_path):
+    path, _ = sample("legacy_mask_bert")
+    candidate = tmp_path / "fp16.onnx"
+    assert run("convert", path, "-o", candidate).returncode == 0
+    result = run("diagnose", path, "--candidate", candidate, "--inputs", path.with_suffix(".npz"), "--json",
+                 entry=(sys.executable, "-m", "workbench"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["roots"][0]["kind"] == "constant_out_of_range"
+
+
+def test_text_output_names_verdict_and_root(sample):
+    path, _ = sample("layernorm_pow")
+    result = run("diagnose", path, "--inputs", path.with_suffix(".npz"))
+    assert "DIVERGENT" in result.stdout and "ROOT activation_overflow" in result.stdout
+
+
+def test_exit_code_is_zero_whatever_the_verdict(sample):
+    path, _ = sample("clean_mlp")
+    assert run("diagnose", path, "--json").returncode == 0
+
+
+def broken_inputs(tmp_path, sample):
+    path, feed = sample("legacy_mask_bert")
+    (tmp_path / "junk.onnx").write_bytes(b"PK\x03\x04 this is a zip, not a model")
+    (tmp_path / "half.onnx").write_bytes(path.read_bytes()[:5000])
+    np.savez(tmp_path / "wrong_names.npz", ids=feed["input_ids"])
+    np.savez(tmp_path / "wrong_dtype.npz", input_ids=feed["input_ids"].astype(np.float32), attention_mask=feed["attention_mask"])
+    np.savez(tmp_path / "wrong_rank.npz", input_ids=feed["input_ids"][0], attention_mask=feed["attention_mask"])
+    return {
+        "missing file": (["diagnose", tmp_path / "nope.onnx"], "no such file"),
+        "not onnx": (["diagnose", tmp_path / "junk.onnx"], "not a readable ONNX model"),
+        "truncated": (["diagnose", tmp_path / "half.onnx"], "truncated"),
+        "wrong names": (["diagnose", path, "--inputs", tmp_path / "wrong_names.npz"], "missing 'input_ids'"),
+        "wrong dtype": (["diagnose", path, "--inputs", tmp_path / "wrong_dtype.npz"], "must be int64"),
+        "wrong rank": (["diagnose", path, "--inputs", tmp_path / "wrong_rank.npz"], "must have 2 dimensions"),
+        "missing inputs file": (["diagnose", path, "--inputs", tmp_path / "none.npz"], "no such inputs file"),
+        "unknown node to keep": (["diagnose", path, "--keep-node", "nope"], "no node named 'nope'"),
+        "overwrite input": (["convert", path, "-o", path], "refusing to overwrite"),
+        "bad option": (["diagnose", path, "--mode", "fast"], "invalid choice"),
+        "cuda missing": (["diagnose", path, "--provider", "cuda"], "CUDA is not available"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing file", "not onnx", "truncated", "wrong names", "wrong dtype", "wrong rank",
+    "missing inputs file", "unknown node to keep", "overwrite input", "bad option", "cuda missing",
+])
+def test_bad_input_gives_one_line_error_and_leaves_files_alone(tmp_path, sample, case):
+    args, message = broken_inputs(tmp_path, sample)[case]
+    path, _ = sample("legacy_mask_bert")
+    before = file_digest(path)
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("workbench: error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert file_digest(path) == before
+
+
+def test_missing_external_data_is_one_line(tmp_path):
+    import onnx
+    from conftest import parse_model
+
+    model = parse_model("g (float[4] x) => (float[4] y) { y = Add(x, w) }", w=np.ones(4, np.float32))
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    (tmp_path / "m.data").unlink()
+    result = run("diagnose", tmp_path / "m.onnx")
+    assert result.returncode == 2 and "external data file 'm.data'" in result.stderr
+
+
+def test_nodes_lists_the_names_reports_use(sample):
+    path, _ = sample("legacy_mask_bert")
+    assert "mask_scale\tMul" in run("nodes", path).stdout

@@ -1,0 +1,129 @@
+"""Each sample diagnosed right (root node, kind, verdict), with real onnxruntime."""
+
+import json
+
+import numpy as np
+import pytest
+
+import workbench
+from conftest import parse_model
+from workbench.model import file_digest
+
+
+def diagnose_sample(sample, name, **options):
+    path, feed = sample(name)
+    return workbench.diagnose(path, inputs=feed, **options)
+
+
+def roots(report):
+    return [(f.node, f.kind) for f in report.roots]
+
+
+def test_legacy_mask_root_is_the_mask_mul_and_its_constant(sample):
+    report = diagnose_sample(sample, "legacy_mask_bert")
+    assert report.verdict == "nonfinite"
+    assert roots(report) == [("mask_scale", "constant_out_of_range")]
+    assert report.first_nonfinite == "mask_scale"
+    explanation = report.roots[0].explanation
+    assert "-3.4028235e+38 in FP32 and -inf in FP16" in explanation and "0 × -inf = NaN" in explanation
+
+
+def test_modern_mask_minus_inf_is_a_warning_not_a_root(sample):
+    report = diagnose_sample(sample, "modern_mask_bert")
+    assert report.verdict == "ok" and report.roots == ()
+    assert [w.kind for w in report.warnings] == ["constant_out_of_range"]
+    assert report.warnings[0].absorbed_by.startswith("node_Softmax")
+
+
+def test_layernorm_pow_overflow(sample):
+    report = diagnose_sample(sample, "layernorm_pow")
+    assert report.verdict == "divergent"
+    assert roots(report) == [("ln_pow", "activation_overflow")]
+    assert "beyond FP16's ±65504" in report.roots[0].explanation
+
+
+def test_tanh_saturated_overflow_is_benign(sample):
+    report = diagnose_sample(sample, "gelu_tanh_saturation")
+    assert report.verdict == "ok" and report.roots == ()
+    assert [(w.node, w.kind) for w in report.warnings] == [("gelu_pow", "activation_overflow")]
+
+
+def test_clean_model_has_no_roots_and_no_warnings(sample):
+    report = diagnose_sample(sample, "clean_mlp")
+    assert (report.verdict, report.roots, report.warnings) == ("ok", (), ())
+
+
+def test_cancellation_is_found_in_faithful_mode_only(sample):
+    faithful = diagnose_sample(sample, "cancellation")
+    assert faithful.verdict == "divergent"
+    assert roots(faithful) == [("shift_down", "precision_loss")]
+    assert "cancellation" in faithful.roots[0].explanation
+    # ORT's CPU provider computes the Add/Sub pair in FP32 and hides it:
+    assert diagnose_sample(sample, "cancellation", mode="runtime").verdict == "ok"
+
+
+def test_independent_faults_are_each_reported(rng):
+    model = parse_model(
+        """
+        g (float[N, 8] x, float[N, 8] m) => (float[N, 8] y, float[N, 8] z) {
+            inv = Sub(one, m)
+            y = Mul(inv, fmin)
+            sq = Pow(x, two)
+            z = Add(sq, one)
+        }
+        """,
+        one=np.float32(1), two=np.float32(2), fmin=np.float32(np.finfo(np.float32).min),
+    )
+    feed = {"x": rng.standard_normal((2, 8)).astype(np.float32) * 400, "m": np.ones((2, 8), np.float32)}
+    report = workbench.diagnose(model, inputs=feed)
+    assert sorted(kind for _, kind in roots(report)) == ["activation_overflow", "constant_out_of_range"]
+
+
+def test_user_candidate_is_aligned_by_name_not_position(sample, tmp_path):
+    path, feed = sample("legacy_mask_bert")
+    fp16, _ = workbench.convert_to_fp16(workbench.load_model(path))
+    fp16.proto.graph.node.reverse()  # a different node order must not matter
+    report = workbench.diagnose(path, fp16.proto, inputs=feed)
+    assert roots(report) == [("mask_scale", "constant_out_of_range")]
+
+
+def test_clamping_constants_fixes_the_legacy_mask(sample):
+    path, feed = sample("legacy_mask_bert")
+    report = workbench.diagnose(path, inputs=feed, fp16=workbench.Fp16Options(clamp_constants=True))
+    assert report.verdict == "ok"
+
+
+def test_json_contract(sample):
+    data = json.loads(json.dumps(diagnose_sample(sample, "legacy_mask_bert").to_dict()))
+    assert set(data) == {"verdict", "roots", "warnings", "first_nonfinite", "outputs", "mode"}
+    assert set(data["roots"][0]) == {"node", "op_type", "kind", "explanation"}
+    assert set(data["outputs"]["last_hidden_state"]) == {"rel_l2", "max_abs", "nonfinite"}
+    assert data["outputs"]["last_hidden_state"]["rel_l2"] is None  # all NaN: unbounded, and JSON has no inf
+    assert data["mode"] == "faithful"
+
+
+def test_report_renders_as_text_and_html(sample):
+    report = diagnose_sample(sample, "legacy_mask_bert")
+    assert "NONFINITE" in repr(report) and "mask_scale" in repr(report)
+    assert "mask_scale" in report._repr_html_()
+
+
+def test_generated_inputs_are_used_when_none_are_given(sample):
+    path, _ = sample("legacy_mask_bert")
+    assert roots(workbench.diagnose(path)) == [("mask_scale", "constant_out_of_range")]
+
+
+def test_the_users_files_are_never_modified(sample):
+    path, _ = sample("legacy_mask_bert")
+    before = file_digest(path)
+    workbench.diagnose(path, mode="runtime")
+    workbench.diagnose(path)
+    assert file_digest(path) == before
+
+
+def test_unknown_option_and_mode():
+    model = parse_model("g (float[N] x) => (float[N] y) { y = Neg(x) }")
+    with pytest.raises(TypeError, match="unknown option"):
+        workbench.diagnose(model, colour="red")
+    with pytest.raises(workbench.WorkbenchError, match="unknown mode"):
+        workbench.diagnose(model, mode="fast")

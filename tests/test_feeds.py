@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from conftest import parse_model
+from workbench.errors import WorkbenchError
+from workbench.feeds import check_feed, embedding_rows, generate_feed, load_feed
+from workbench.graph import GraphIndex
+from workbench.model import load_model
+
+EMBED = """
+g (int64[batch, sequence] input_ids, int64[batch, sequence] attention_mask) => (float[batch, sequence, 4] y) {
+    e = Gather(table, input_ids)
+    m = Cast <to = 1> (attention_mask)
+    mu = Unsqueeze(m, axis)
+    y = Mul(e, mu)
+}
+"""
+
+
+def embed_index():
+    model = load_model(
+        parse_model(EMBED, table=np.zeros((37, 4), np.float32), axis=np.array([-1], np.int64))
+    )
+    return GraphIndex(model.graph, list(model.proto.opset_import))
+
+
+def test_generated_token_ids_stay_inside_the_embedding_table():
+    feed = generate_feed(embed_index(), batch=3, sequence=8)
+    assert feed["input_ids"].shape == (3, 8) and feed["input_ids"].dtype == np.int64
+    assert 0 <= feed["input_ids"].min() and feed["input_ids"].max() < 37
+    assert embedding_rows(embed_index(), "input_ids") == 37
+
+
+def test_generated_mask_is_ones_with_some_padding_and_no_empty_row():
+    mask = generate_feed(embed_index(), batch=3, sequence=8)["attention_mask"]
+    assert mask[0].all() and not mask[1:].all()
+    assert mask.sum(axis=1).min() >= 4
+
+
+def test_generation_is_reproducible():
+    first, second = generate_feed(embed_index()), generate_feed(embed_index())
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_integer_input_without_embedding_cannot_be_generated():
+    index = GraphIndex(load_model(parse_model("g (int64[N] k) => (int64[N] y) { y = Neg(k) }")).graph, [])
+    with pytest.raises(WorkbenchError, match="cannot generate integer input 'k'.*--inputs"):
+        generate_feed(index)
+
+
+@pytest.mark.parametrize(
+    "feed, message",
+    [
+        ({"input_ids": np.zeros((2, 8), np.int64)}, "missing 'attention_mask'"),
+        ({"input_ids": np.zeros((2, 8), np.int64), "attention_mask": np.ones((2, 8), np.int64), "x": np.ones(1)}, "unknown 'x'"),
+        ({"input_ids": np.zeros((2, 8), np.float32), "attention_mask": np.ones((2, 8), np.int64)}, "'input_ids' must be int64"),
+        ({"input_ids": np.zeros((2, 8, 1), np.int64), "attention_mask": np.ones((2, 8), np.int64)}, "must have 2 dimensions"),
+        ({"input_ids": np.zeros((2, 8), np.int64), "attention_mask": np.ones((2, 9), np.int64)}, "disagree on 'sequence'"),
+    ],
+)
+def test_feed_that_does_not_fit_names_the_problem(feed, message):
+    with pytest.raises(WorkbenchError, match=message):
+        check_feed(embed_index(), feed, "model")
+
+
+def test_nan_in_a_float_feed_is_refused():
+    index = GraphIndex(load_model(parse_model("g (float[N] x) => (float[N] y) { y = Neg(x) }")).graph, [])
+    with pytest.raises(WorkbenchError, match="holds NaN or inf"):
+        check_feed(index, {"x": np.array([1.0, np.nan], np.float32)}, "model")
+
+
+def test_float_feed_is_cast_to_the_input_type():
+    index = GraphIndex(load_model(parse_model("g (float[N] x) => (float[N] y) { y = Neg(x) }")).graph, [])
+    assert check_feed(index, {"x": np.array([1.0, 2.0])}, "model")["x"].dtype == np.float32
+
+
+def test_npz_round_trip_and_bad_file(tmp_path):
+    np.savez(tmp_path / "feed.npz", x=np.arange(3))
+    assert np.array_equal(load_feed(tmp_path / "feed.npz")["x"], np.arange(3))
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(WorkbenchError, match="not a readable .npz"):
+        load_feed(tmp_path / "bad.npz")
+    with pytest.raises(WorkbenchError, match="no such inputs file"):
+        load_feed(tmp_path / "missing.npz")

