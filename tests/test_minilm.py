@@ -9,7 +9,7 @@ from sample_models import build
 @pytest.fixture(scope="module")
 def minilm():
     def export(style):
-        return build.export_minilm(style, build._minilm_dir())
+        return build.export_minilm(style)  # into sample_models/generated/, reused once built
 
     return export, build.minilm_feed()
 
