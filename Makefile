@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/01_fp16_nan_in_bert_attention_mask.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest
