@@ -127,3 +127,22 @@ def test_unknown_option_and_mode():
         workbench.diagnose(model, colour="red")
     with pytest.raises(workbench.WorkbenchError, match="unknown mode"):
         workbench.diagnose(model, mode="fast")
+
+
+def test_control_flow_node_reading_outer_scope_tensors_is_replayed():
+    model = parse_model(
+        """
+        g (bool c, float[4] x) => (float[4] y) {
+            s = Mul(x, big)
+            y = If(c) <
+                then_branch = t () => (float[4] o) { o = Sub(s, s) },
+                else_branch = e () => (float[4] o) { o = Abs(s) }
+            >
+        }
+        """,
+        big=np.float32(1e5),
+    )
+    report = workbench.diagnose(model, inputs={"c": np.array(True), "x": np.ones(4, np.float32)})
+    # 1e5 overflows FP16 in the Mul; inf - inf = NaN inside the branch
+    assert report.verdict == "nonfinite"
+    assert [(f.node, f.kind) for f in report.roots] == [("Mul_0", "constant_out_of_range")]
