@@ -103,7 +103,8 @@ class _Search:
         self.ref_runner = NodeRunner(reference.proto.opset_import, reference.proto.ir_version)
         self.cand_runner = NodeRunner(candidate.proto.opset_import, candidate.proto.ir_version, list(options.providers))
         self.tol = options.tolerance
-        self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # node name -> its local outputs
+        self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # suspect node name -> its local outputs
+        self._worst_local: NodeEvidence | None = None
 
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float) -> Diagnosis:
@@ -118,11 +119,11 @@ class _Search:
             cand_outputs = self.cand_values
         self.alignment = align(self.ref_index, self.cand_index)
         output_diffs = self._output_diffs(cand_outputs)
-        nodes, evidence = self._compare_nodes()
-        roots, warnings = self._findings(evidence)
+        nodes, suspects = self._compare_nodes()
+        roots, warnings = self._findings(suspects)
         the_verdict = verdict(output_diffs)
-        if the_verdict != "ok" and not roots:
-            warnings.extend(self._accumulated(evidence))
+        if the_verdict != "ok" and not roots and self._worst_local is not None:
+            warnings.append(self._accumulated(self._worst_local))
         return Diagnosis(
             verdict=the_verdict,
             roots=tuple(roots),
@@ -169,8 +170,14 @@ class _Search:
         return diffs
 
     # -- per node -----------------------------------------------------------------------------
-    def _compare_nodes(self) -> tuple[list[NodeComparison], list[NodeEvidence]]:
-        comparisons, evidence = [], []
+    def _compare_nodes(self) -> tuple[list[NodeComparison], list[tuple[NodeEvidence, str]]]:
+        """Every node's diffs, and the suspects (nodes with a fault of their own) with their kind.
+
+        Evidence (input copies, local outputs) is kept for suspects only, and for the node with
+        the worst local error (the fallback explanation): holding it for every victim of a NaN
+        cascade would double the memory of the run.
+        """
+        comparisons, suspects = [], []
         for node in self.cand_index.nodes:
             if self.cand_index.produces_constants(node):
                 continue  # a weight's Transpose or Cast: its faults show where it is read
@@ -181,12 +188,17 @@ class _Search:
             }
             local = None
             if not all(d.ok for d in diffs.values()) or self._reads_lossy_constant(node):
-                item = self._evidence(node)
+                item, local_outputs = self._evidence(node)
                 if item is not None:
-                    evidence.append(item)
                     local = item.local_diff
+                    kind = explain.classify(item)
+                    if kind is not None:
+                        suspects.append((item, kind))
+                        self._local_outputs[node.name] = local_outputs
+                    if self._worst_local is None or local.rel_l2 > self._worst_local.local_diff.rel_l2:
+                        self._worst_local = item
             comparisons.append(NodeComparison(node.name, node.op_type, diffs, local))
-        return comparisons, evidence
+        return comparisons, suspects
 
     def _reads_lossy_constant(self, node: onnx.NodeProto) -> bool:
         for name in node.input:
@@ -200,7 +212,7 @@ class _Search:
                         return True
         return False
 
-    def _evidence(self, node: onnx.NodeProto) -> NodeEvidence | None:
+    def _evidence(self, node: onnx.NodeProto) -> tuple[NodeEvidence | None, dict[str, np.ndarray]]:
         """The node's own error: run in candidate precision on the reference's inputs."""
         inputs: dict[str, InputEvidence] = {}
 
@@ -217,17 +229,16 @@ class _Search:
         local_outputs = self.cand_runner.run(node, read)
         first = next(((n, v) for n, v in zip(node.output, local_outputs) if n and v is not None), None)
         if first is None or first[0] not in self.alignment:
-            return None
+            return None, {}
         reference = self.ref_values.get(self.alignment[first[0]])
         if reference is None:
-            return None
-        self._local_outputs[node.name] = dict(zip(node.output, local_outputs))
-        return NodeEvidence(node, list(inputs.values()), reference, first[1], tensor_diff(reference, first[1], self.tol))
+            return None, {}
+        item = NodeEvidence(node, list(inputs.values()), reference, first[1], tensor_diff(reference, first[1], self.tol))
+        return item, dict(zip(node.output, local_outputs))
 
     # -- harm ---------------------------------------------------------------------------------
-    def _findings(self, evidence: list[NodeEvidence]) -> tuple[list[Finding], list[Finding]]:
+    def _findings(self, suspects: list[tuple[NodeEvidence, str]]) -> tuple[list[Finding], list[Finding]]:
         roots, warnings = [], []
-        suspects = [(item, kind) for item in evidence if (kind := explain.classify(item)) is not None]
         iterator = tqdm(suspects, desc="testing suspects", leave=False) if self.options.progress else suspects
         for item, kind in iterator:
             effect, absorbed_by = self._inject(item.node)
@@ -281,21 +292,17 @@ class _Search:
             worst = max(worst, float("inf") if diff.nonfinite else diff.rel_l2)
         return worst, absorbed_by
 
-    def _accumulated(self, evidence: list[NodeEvidence]) -> list[Finding]:
-        if not evidence:
-            return []
-        item = max(evidence, key=lambda e: e.local_diff.rel_l2)
-        return [
-            Finding(
-                node=item.node.name,
-                op_type=item.node.op_type,
-                kind=explain.ACCUMULATED_ERROR,
-                explanation=explain.explain(explain.ACCUMULATED_ERROR, item),
-                harmful=False,
-                local=item.local_diff,
-                output_effect=0.0,
-            )
-        ]
+    def _accumulated(self, item: NodeEvidence) -> Finding:
+        """No single node explains bad outputs: point at the largest local error on the way."""
+        return Finding(
+            node=item.node.name,
+            op_type=item.node.op_type,
+            kind=explain.ACCUMULATED_ERROR,
+            explanation=explain.explain(explain.ACCUMULATED_ERROR, item),
+            harmful=False,
+            local=item.local_diff,
+            output_effect=0.0,
+        )
 
     def _first_nonfinite(self, nodes: list[NodeComparison]) -> str | None:
         for comparison in nodes:

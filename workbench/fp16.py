@@ -19,11 +19,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.compare import FP16_MAX
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex, outer_scope_reads
 from workbench.model import Model, subgraphs
 
-FP16_MAX = 65504.0
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 # Inputs that the ONNX spec types as float32 whatever the node's data type.

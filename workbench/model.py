@@ -7,7 +7,6 @@ fixes) lives in memory or in a work directory of the workbench's own.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from google.protobuf.message import DecodeError
 
 from workbench.errors import WorkbenchError
 
-log = logging.getLogger(__name__)
 
 # Opsets this onnx/onnxruntime pair can run; a newer model gets a clear error, not a crash later.
 MAX_SUPPORTED_OPSET = onnx.defs.onnx_opset_version()

@@ -14,7 +14,6 @@ MatMuls; this module is a small piece of hand-written code for that reason.
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Iterable
 
 import numpy as np
@@ -26,7 +25,6 @@ from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex, node_reads, outer_scope_reads
 from workbench.model import subgraphs
 
-log = logging.getLogger(__name__)
 
 Values = dict[str, np.ndarray]
 

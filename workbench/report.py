@@ -25,8 +25,7 @@ class Finding:
     absorbed_by: str | None = None  # for a harmless one: the node after which the fault is gone
 
     def to_dict(self) -> dict:
-        result = {"node": self.node, "op_type": self.op_type, "kind": self.kind, "explanation": self.explanation}
-        return result
+        return {"node": self.node, "op_type": self.op_type, "kind": self.kind, "explanation": self.explanation}
 
 
 @dataclass(frozen=True)
