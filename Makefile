@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Jupyter refuses to start as root unless told; containers and CI machines often run as root.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test bench samples clean
 
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/01_fp16_nan_in_bert_attention_mask.ipynb
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/01_fp16_nan_in_bert_attention_mask.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest
