@@ -69,7 +69,7 @@ def diagnose(
     if candidate is None:
         candidate_model, _ = convert_to_fp16(reference, options.fp16)
     else:
-        candidate_model = load_model(candidate, name=f"{Path(candidate).stem}" if isinstance(candidate, (str, Path)) else None)
+        candidate_model = load_model(candidate)
     search = _Search(reference, candidate_model, options)
     return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start)
 
