@@ -105,6 +105,7 @@ class _Search:
         self.tol = options.tolerance
         self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # suspect node name -> its local outputs
         self._worst_local: NodeEvidence | None = None
+        self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
 
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float) -> Diagnosis:
@@ -201,16 +202,22 @@ class _Search:
         return comparisons, suspects
 
     def _reads_lossy_constant(self, node: onnx.NodeProto) -> bool:
-        for name in node.input:
-            if name and self.cand_index.is_constant(name) and name in self.alignment:
-                ref = self._ref_value(self.alignment[name])
-                if ref.dtype.kind == "f":
-                    cand_dtype = self._cand_value(name).dtype
-                    with np.errstate(over="ignore"):
-                        cast = ref.astype(cand_dtype)
-                    if np.any(np.isfinite(ref) & ~np.isfinite(cast)) or (np.any(ref != 0) and not np.any(cast[ref != 0])):
-                        return True
-        return False
+        return any(self._constant_is_lossy(name) for name in node.input if name and self.cand_index.is_constant(name))
+
+    def _constant_is_lossy(self, name: str) -> bool:
+        """Whether a constant's reference value survives the candidate's type; worked out once per constant."""
+        if name not in self._lossy_constants:
+            self._lossy_constants[name] = self._input_evidence(name).lossy
+        return self._lossy_constants[name]
+
+    def _input_evidence(self, name: str) -> InputEvidence:
+        """A candidate input's reference value, and that value cast to the candidate's type."""
+        cand = self._cand_value(name)
+        ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
+        with np.errstate(over="ignore"):
+            as_cand = ref.astype(cand.dtype, copy=False) if ref.shape == cand.shape else cand
+        shown = self.alignment.get(name, name)  # the user knows the reference's names
+        return InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand)
 
     def _evidence(self, node: onnx.NodeProto) -> tuple[NodeEvidence | None, dict[str, np.ndarray]]:
         """The node's own error: run in candidate precision on the reference's inputs."""
@@ -218,12 +225,7 @@ class _Search:
 
         def read(name: str) -> np.ndarray:
             if name not in inputs:
-                cand = self._cand_value(name)
-                ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
-                with np.errstate(over="ignore"):
-                    as_cand = ref.astype(cand.dtype) if ref.shape == cand.shape else cand
-                shown = self.alignment.get(name, name)  # the user knows the reference's names
-                inputs[name] = InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand)
+                inputs[name] = self._input_evidence(name)
             return inputs[name].as_candidate
 
         local_outputs = self.cand_runner.run(node, read)

@@ -46,6 +46,11 @@ class InputEvidence:
             return False
         return not np.any(self.as_candidate[self.reference != 0] != 0)
 
+    @property
+    def lossy(self) -> bool:
+        """The candidate's type cannot hold this value: it overflows, or vanishes to 0."""
+        return bool(self.overflows or self.vanishes)
+
 
 @dataclass
 class NodeEvidence:
@@ -57,7 +62,7 @@ class NodeEvidence:
 
     @property
     def lossy_constants(self) -> list[InputEvidence]:
-        return [i for i in self.inputs if i.constant and (i.overflows or i.vanishes)]
+        return [i for i in self.inputs if i.constant and i.lossy]
 
     @property
     def lossy_activation_inputs(self) -> list[InputEvidence]:
