@@ -61,8 +61,8 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     if unknown:
         raise WorkbenchError(f"no node named '{unknown[0]}' in {model.name}; node names are listed by `workbench nodes`.")
     converter = _GraphConverter(index, options)
-    graph = converter.convert_main()
-    proto = _model_with_graph(model.proto, graph)
+    proto = _model_metadata(model.proto)
+    converter.convert_main_into(proto.graph)
     stats = ConversionStats(
         seconds=time.perf_counter() - start,
         converted_initializers=converter.converted_initializers,
@@ -74,15 +74,14 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)"), stats
 
 
-def _model_with_graph(template: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
-    """A copy of `template`'s metadata around `graph`, without copying the template's weights."""
+def _model_metadata(template: onnx.ModelProto) -> onnx.ModelProto:
+    """A model with `template`'s metadata and an empty graph, to convert into (no copy of the weights)."""
     proto = onnx.ModelProto()
     for field_name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(proto, field_name, getattr(template, field_name))
     proto.opset_import.extend(template.opset_import)
     proto.metadata_props.extend(template.metadata_props)
     proto.functions.extend(template.functions)
-    proto.graph.CopyFrom(graph)
     return proto
 
 
@@ -136,7 +135,8 @@ class _GraphConverter:
         return F32 if node.name in self.fp32_nodes else F16
 
     # -- building the new graph ---------------------------------------------------------------
-    def convert_main(self) -> onnx.GraphProto:
+    def convert_main_into(self, new: onnx.GraphProto) -> None:
+        """Fill the empty graph `new` with the converted main graph; weights are written once, in place."""
         graph = self.index.graph
         renamed_outputs = self._rename_fp16_outputs()
         for node in self.index.nodes:
@@ -144,15 +144,14 @@ class _GraphConverter:
         for original, internal in renamed_outputs.items():
             self._new_nodes.append(helper.make_node("Cast", [internal], [original], to=F32, name=f"{original}__to_fp32_output"))
             self.casts_inserted += 1
-        new = onnx.GraphProto()
         new.name, new.doc_string = graph.name, graph.doc_string
         new.node.extend(self._new_nodes)
         new.input.extend(self._converted_inputs())
         new.output.extend(graph.output)
-        new.initializer.extend(self._convert_initializer(t) for t in graph.initializer)
+        for tensor in graph.initializer:
+            self._convert_initializer(tensor, new.initializer.add())
         new.sparse_initializer.extend(graph.sparse_initializer)
         new.value_info.extend(self._converted_value_info(renamed_outputs))
-        return new
 
     def _rename_fp16_outputs(self) -> dict[str, str]:
         """Graph outputs produced in FP16 get an internal name; a Cast to FP32 produces the real one."""
@@ -213,13 +212,15 @@ class _GraphConverter:
                 label = node.output[0] if node.op_type == "Constant" else f"{node.name}.{attr.name}"
                 attr.t.CopyFrom(self._to_fp16(attr.t, label))
 
-    def _convert_initializer(self, tensor: TensorProto) -> TensorProto:
+    def _convert_initializer(self, tensor: TensorProto, out: TensorProto) -> None:
         if tensor.data_type != F32 or not self._initializer_goes_fp16(tensor.name):
-            return tensor
+            out.CopyFrom(tensor)
+            return
         self.converted_initializers += 1
-        return self._to_fp16(tensor, tensor.name)
+        self._to_fp16(tensor, tensor.name, out)
 
-    def _to_fp16(self, tensor: TensorProto, label: str) -> TensorProto:
+    def _to_fp16(self, tensor: TensorProto, label: str, out: TensorProto | None = None) -> TensorProto:
+        """`tensor` cast to FP16 (clamped if asked), written into `out` or a new TensorProto."""
         values = _float32_values(tensor)
         if self.options.clamp_constants:
             finite_out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
@@ -228,9 +229,11 @@ class _GraphConverter:
                 self.clamped.append(label)
         with np.errstate(over="ignore"):
             half = values.astype(np.float16)
-        new = TensorProto(name=tensor.name, data_type=F16, dims=tensor.dims, raw_data=half.tobytes())
-        new.doc_string = tensor.doc_string
-        return new
+        out = TensorProto() if out is None else out
+        out.name, out.data_type, out.doc_string = tensor.name, F16, tensor.doc_string
+        out.dims.extend(tensor.dims)
+        out.raw_data = half.tobytes()
+        return out
 
     def _converted_inputs(self) -> list[onnx.ValueInfoProto]:
         result = []
