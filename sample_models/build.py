@@ -116,6 +116,15 @@ def _mask_wrapper(bert, legacy: bool):
 
 def _export_bert(bert, feed: Feed, legacy: bool) -> onnx.ModelProto:
     """Export with the dynamo exporter, dynamic batch and sequence, clean and checked."""
+    model = export_module(_mask_wrapper(bert, legacy), feed, "last_hidden_state")
+    if legacy:
+        _name_mask_mul(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_module(module, feed: Feed, output_name: str) -> onnx.ModelProto:
+    """`module(**feed)` exported with the dynamo exporter, dynamic batch and sequence, cleaned (not checked)."""
     import torch
 
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -124,15 +133,11 @@ def _export_bert(bert, feed: Feed, legacy: bool) -> onnx.ModelProto:
         warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.onnx.export(
-            _mask_wrapper(bert, legacy), (), kwargs=kwargs, dynamo=True, verbose=False,
+            module, (), kwargs=kwargs, dynamo=True, verbose=False,
             dynamic_shapes={k: {0: batch, 1: seq} for k in kwargs},
-            input_names=list(kwargs), output_names=["last_hidden_state"],
+            input_names=list(kwargs), output_names=[output_name],
         )
-    model = _clean_export(program.model_proto)
-    if legacy:
-        _name_mask_mul(model)
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _clean_export(program.model_proto)
 
 
 def _tiny_bert():
@@ -175,6 +180,19 @@ def modern_mask_bert() -> tuple[onnx.ModelProto, Feed]:
 # ---------------------------------------------------------------- hand-built models
 
 
+def _normalize_nodes() -> list[onnx.NodeProto]:
+    """LayerNorm's normalisation as old exports decompose it: x -> (x - mean) / sqrt(var + `ln_eps`) = `ln_div`."""
+    return [
+        _node("ReduceMean", ["x"], "ln_mean", axes=[-1], keepdims=1),
+        _node("Sub", ["x", "ln_mean"], "ln_sub"),
+        _node("Pow", ["ln_sub", "ln_two"], "ln_pow"),
+        _node("ReduceMean", ["ln_pow"], "ln_var", axes=[-1], keepdims=1),
+        _node("Add", ["ln_var", "ln_eps"], "ln_add_eps"),
+        _node("Sqrt", ["ln_add_eps"], "ln_sqrt"),
+        _node("Div", ["ln_sub", "ln_sqrt"], "ln_div"),
+    ]
+
+
 def layernorm_pow() -> tuple[onnx.ModelProto, Feed]:
     """A LayerNorm decomposed into ReduceMean/Sub/Pow/..., then a projection.
 
@@ -186,14 +204,7 @@ def layernorm_pow() -> tuple[onnx.ModelProto, Feed]:
     inits = {"ln_two": np.float32(2.0), "ln_eps": np.float32(1e-5),
              "ln_gamma": 1 + 0.1 * rng.normal(size=16), "ln_beta": 0.1 * rng.normal(size=16),
              "proj_weight": 0.2 * rng.normal(size=(16, 8)), "proj_b": 0.1 * rng.normal(size=8)}
-    nodes = [
-        _node("ReduceMean", ["x"], "ln_mean", axes=[-1], keepdims=1),
-        _node("Sub", ["x", "ln_mean"], "ln_sub"),
-        _node("Pow", ["ln_sub", "ln_two"], "ln_pow"),
-        _node("ReduceMean", ["ln_pow"], "ln_var", axes=[-1], keepdims=1),
-        _node("Add", ["ln_var", "ln_eps"], "ln_add_eps"),
-        _node("Sqrt", ["ln_add_eps"], "ln_sqrt"),
-        _node("Div", ["ln_sub", "ln_sqrt"], "ln_div"),
+    nodes = _normalize_nodes() + [
         _node("Mul", ["ln_div", "ln_gamma"], "ln_scale"),
         _node("Add", ["ln_scale", "ln_beta"], "ln_shift"),
         _node("MatMul", ["ln_shift", "proj_weight"], "proj_matmul"),
@@ -273,9 +284,27 @@ def cancellation() -> tuple[onnx.ModelProto, Feed]:
     return model, {"x": np.random.default_rng(13).normal(size=(4, 16)).astype(np.float32)}
 
 
+def eps_underflow() -> tuple[onnx.ModelProto, Feed]:
+    """A decomposed LayerNorm with BERT's eps of 1e-12 (constant `ln_eps`), then a projection.
+
+    Trap: 1e-12 is below FP16's smallest subnormal (6e-8) and becomes 0. A row whose values
+    are all equal (padding, a constant feature) has variance 0, so `ln_div` computes
+    0 / sqrt(0 + 0) = 0 / 0 = NaN where FP32 computes 0 / 1e-6 = 0. Fix: raise eps.
+    """
+    rng = np.random.default_rng(3)
+    inits = {"ln_two": np.float32(2.0), "ln_eps": np.float32(1e-12), "proj_weight": rng.normal(0, 0.3, (16, 8))}
+    nodes = _normalize_nodes() + [
+        helper.make_node("MatMul", ["ln_div", "proj_weight"], ["y"], name="proj"),
+    ]
+    model = _model(nodes, [("x", ["batch", 16])], [("y", ["batch", 8])], inits, "eps_underflow")
+    x = np.random.default_rng(17).normal(size=(4, 16)).astype(np.float32)
+    x[1] = 0.5  # a row of equal values: variance 0
+    return model, {"x": x}
+
+
 SAMPLES: dict[str, Callable[[], tuple[onnx.ModelProto, Feed]]] = {
     f.__name__: f
-    for f in (legacy_mask_bert, modern_mask_bert, layernorm_pow, clean_mlp, gelu_tanh_saturation, cancellation)
+    for f in (legacy_mask_bert, modern_mask_bert, layernorm_pow, clean_mlp, gelu_tanh_saturation, cancellation, eps_underflow)
 }
 
 

@@ -93,6 +93,7 @@ FP16_EFFECT = {
     "clean_mlp": "close",
     "gelu_tanh_saturation": "close",
     "cancellation": "wrong",
+    "eps_underflow": "nan",
 }
 
 
