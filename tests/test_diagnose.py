@@ -42,6 +42,16 @@ def test_layernorm_pow_overflow(sample):
     assert "beyond FP16's ±65504" in report.roots[0].explanation
 
 
+def test_eps_that_vanishes_is_a_root_though_its_own_output_is_within_tolerance(sample):
+    # Regression: the harm test stopped at `ln_sqrt`, whose 0 instead of 1e-6 is within tolerance,
+    # and never ran the Div that turns it into 0 / 0 = NaN; the root was reported as harmless.
+    report = diagnose_sample(sample, "eps_underflow")
+    assert report.verdict == "nonfinite" and report.first_nonfinite == "ln_div"
+    assert roots(report) == [("ln_add_eps", "constant_underflow")]
+    explanation = report.roots[0].explanation
+    assert "`ln_eps` is 1e-12 in FP32 and 0 in FP16" in explanation and "Div `ln_div` produce NaN" in explanation
+
+
 def test_tanh_saturated_overflow_is_benign(sample):
     report = diagnose_sample(sample, "gelu_tanh_saturation")
     assert report.verdict == "ok" and report.roots == ()
@@ -96,7 +106,8 @@ def test_clamping_constants_fixes_the_legacy_mask(sample):
 def test_json_contract(sample):
     data = json.loads(json.dumps(diagnose_sample(sample, "legacy_mask_bert").to_dict()))
     assert set(data) == {"verdict", "roots", "warnings", "first_nonfinite", "outputs", "mode"}
-    assert set(data["roots"][0]) == {"node", "op_type", "kind", "explanation"}
+    assert set(data["roots"][0]) == {"node", "op_type", "kind", "explanation", "fixes"}  # fixes: added with issue 3
+    assert all(set(fix) == {"name", "description"} for fix in data["roots"][0]["fixes"])
     assert set(data["outputs"]["last_hidden_state"]) == {"rel_l2", "max_abs", "nonfinite"}
     assert data["outputs"]["last_hidden_state"]["rel_l2"] is None  # all NaN: unbounded, and JSON has no inf
     assert data["mode"] == "faithful"

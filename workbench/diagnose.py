@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from workbench import explain
+from workbench import explain, fixes
 from workbench.compare import TensorDiff, Tolerance, align, tensor_diff, verdict
 from workbench.errors import WorkbenchError
 from workbench.explain import InputEvidence, NodeEvidence
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
-from workbench.fp16 import Fp16Options, convert_to_fp16
+from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
 from workbench.graph import GraphIndex, node_reads
 from workbench.model import Model, load_model
 from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
@@ -66,12 +66,24 @@ def diagnose(
     options = _with_overrides(options or DiagnoseOptions(), option_overrides)
     start = time.perf_counter()
     reference = load_model(model)
+    conversion = None
     if candidate is None:
-        candidate_model, _ = convert_to_fp16(reference, options.fp16)
+        candidate_model, conversion = convert_to_fp16(reference, options.fp16)
     else:
         candidate_model = load_model(candidate)
-    search = _Search(reference, candidate_model, options)
-    return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start)
+    search = _Search(reference, candidate_model, options, candidate_given=candidate is not None)
+    return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
+
+
+def rediagnose(before: Diagnosis, candidate: Model, conversion: ConversionStats | None = None) -> Diagnosis:
+    """Diagnose another candidate against `before`'s reference, on the same feed and options.
+
+    The reference's captured tensors and both node runners (with their cached sessions) are
+    reused, so checking a fixed variant costs one candidate pass plus its suspects.
+    """
+    start = time.perf_counter()
+    search = _Search(before.reference, candidate, before.options, candidate_given=before.candidate_given, reuse=before)
+    return search.run(before.feed, start, conversion)
 
 
 def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOptions:
@@ -96,21 +108,33 @@ def _resolve_feed(index: GraphIndex, inputs, model_name: str) -> Feed:
 
 
 class _Search:
-    def __init__(self, reference: Model, candidate: Model, options: DiagnoseOptions):
+    def __init__(self, reference: Model, candidate: Model, options: DiagnoseOptions, candidate_given: bool, reuse: Diagnosis | None = None):
         self.reference, self.candidate, self.options = reference, candidate, options
-        self.ref_index = GraphIndex(reference.graph, list(reference.proto.opset_import))
+        self.candidate_given = candidate_given
+        self.reuse = reuse
+        self.ref_index = reuse.reference_index if reuse else GraphIndex(reference.graph, list(reference.proto.opset_import))
         self.cand_index = GraphIndex(candidate.graph, list(candidate.proto.opset_import))
-        self.ref_runner = NodeRunner(reference.proto.opset_import, reference.proto.ir_version)
-        self.cand_runner = NodeRunner(candidate.proto.opset_import, candidate.proto.ir_version, list(options.providers))
+        if reuse is not None:
+            self.ref_runner, self.cand_runner = reuse.runners
+        else:
+            self.ref_runner = NodeRunner(reference.proto.opset_import, reference.proto.ir_version)
+        if reuse is None or not _same_opsets(reuse.candidate.proto, candidate.proto):
+            self.cand_runner = NodeRunner(candidate.proto.opset_import, candidate.proto.ir_version, list(options.providers))
+        self._runs_before = self.ref_runner.runs + self.cand_runner.runs
+        self._forward_passes = 0
         self.tol = options.tolerance
         self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # suspect node name -> its local outputs
         self._worst_local: NodeEvidence | None = None
         self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
 
     # -- capture ------------------------------------------------------------------------------
-    def run(self, feed: Feed, start: float) -> Diagnosis:
+    def run(self, feed: Feed, start: float, conversion: ConversionStats | None = None) -> Diagnosis:
         cand_feed = check_feed(self.cand_index, feed, self.candidate.name)
-        self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
+        if self.reuse is not None:
+            self.ref_values = self.reuse.reference_values  # read-only here: injections work on copies
+        else:
+            self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
+            self._forward_passes += 1
         if self.options.mode == "runtime":
             outputs, intermediates = run_runtime(self.candidate.proto, self.cand_index, cand_feed, list(self.options.providers))
             self.cand_values = {**cand_feed, **intermediates}
@@ -118,6 +142,7 @@ class _Search:
         else:
             self.cand_values = self._replay(self.cand_index, self.cand_runner, dict(cand_feed), "candidate (FP16)")
             cand_outputs = self.cand_values
+        self._forward_passes += 1
         self.alignment = align(self.ref_index, self.cand_index)
         output_diffs = self._output_diffs(cand_outputs)
         nodes, suspects = self._compare_nodes()
@@ -141,9 +166,15 @@ class _Search:
             alignment=self.alignment,
             stats={
                 "seconds": time.perf_counter() - start,
-                "node_runs": self.ref_runner.runs + self.cand_runner.runs,
+                "forward_passes": self._forward_passes,
+                "node_runs": self.ref_runner.runs + self.cand_runner.runs - self._runs_before,
                 "sessions_built": self.ref_runner.sessions_built + self.cand_runner.sessions_built,
             },
+            options=self.options,
+            conversion=conversion,
+            candidate_given=self.candidate_given,
+            reference_index=self.ref_index,
+            runners=(self.ref_runner, self.cand_runner),
         )
 
     def _replay(self, index: GraphIndex, runner: NodeRunner, values: Values, label: str) -> Values:
@@ -214,8 +245,11 @@ class _Search:
         """A candidate input's reference value, and that value cast to the candidate's type."""
         cand = self._cand_value(name)
         ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
-        with np.errstate(over="ignore"):
-            as_cand = ref.astype(cand.dtype, copy=False) if ref.shape == cand.shape else cand
+        if self.cand_index.is_constant(name) or ref.shape != cand.shape:
+            as_cand = cand  # a constant is the candidate's own: a fix may have rewritten it (-1e4 for -3.4e38)
+        else:
+            with np.errstate(over="ignore"):
+                as_cand = ref.astype(cand.dtype, copy=False)
         shown = self.alignment.get(name, name)  # the user knows the reference's names
         return InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand)
 
@@ -243,17 +277,19 @@ class _Search:
         roots, warnings = [], []
         iterator = tqdm(suspects, desc="testing suspects", leave=False) if self.options.progress else suspects
         for item, kind in iterator:
-            effect, absorbed_by = self._inject(item.node)
+            effect, absorbed_by, turns_nonfinite = self._inject(item.node)
+            self._forward_passes += 1  # an injection re-runs the part of the FP32 model after the suspect
             harmful = effect > self.tol.rel_l2
             finding = Finding(
                 node=item.node.name,
                 op_type=item.node.op_type,
                 kind=kind,
-                explanation=self._sentence(kind, item, harmful, absorbed_by),
+                explanation=self._sentence(kind, item, harmful, absorbed_by, turns_nonfinite),
                 harmful=harmful,
                 local=item.local_diff,
                 output_effect=effect,
                 absorbed_by=absorbed_by,
+                fixes=self._proposals(kind, item) if harmful else (),
             )
             if harmful:
                 roots.append(finding)
@@ -261,15 +297,36 @@ class _Search:
                 warnings.append(finding)
         return roots, warnings
 
-    def _sentence(self, kind: str, item: NodeEvidence, harmful: bool, absorbed_by: str | None) -> str:
+    def _proposals(self, kind: str, item: NodeEvidence) -> tuple[fixes.Fix, ...]:
+        """Fixes for this root, named in the reference's terms (fixes apply to the FP32 source)."""
+        ref_node = self._reference_node(item.node)
+        if ref_node is None:
+            return ()
+        return fixes.propose(kind, ref_node, item, self.ref_index, self.ref_values)
+
+    def _reference_node(self, node: onnx.NodeProto) -> str | None:
+        for name in node.output:
+            producer = self.ref_index.producer.get(self.alignment.get(name, ""))
+            if producer is not None:
+                return producer.name
+        return None
+
+    def _sentence(self, kind: str, item: NodeEvidence, harmful: bool, absorbed_by: str | None, turns_nonfinite: str | None) -> str:
         text = explain.explain(kind, item)
+        if harmful and turns_nonfinite and not item.local_diff.nonfinite:
+            op_type = self.ref_index.node_by_name[turns_nonfinite].op_type
+            text += f"; on its own this makes {op_type} `{turns_nonfinite}` produce NaN or inf"
         if not harmful:
             where = f" after `{absorbed_by}`" if absorbed_by else ""
             text += f"; harmless here: the fault is gone{where} and the outputs stay within tolerance"
         return text
 
-    def _inject(self, node: onnx.NodeProto) -> tuple[float, str | None]:
-        """Put this node's local output alone into the FP32 run; return the worst output error and the absorbing node."""
+    def _inject(self, node: onnx.NodeProto) -> tuple[float, str | None, str | None]:
+        """Put this node's local output alone into the FP32 run.
+
+        Returns the worst output error, the node after which the fault is gone (if it is),
+        and the first node it makes non-finite (if any).
+        """
         overlay = dict(self.ref_values)
         injected = []
         for name, value in self._local_outputs[node.name].items():
@@ -277,14 +334,17 @@ class _Search:
             if ref_name and value is not None and ref_name in overlay:
                 overlay[ref_name] = value.astype(overlay[ref_name].dtype) if value.dtype.kind == "f" else value
                 injected.append(ref_name)
-        tainted, absorbed_by = set(injected), None
+        tainted, absorbed_by, turns_nonfinite = set(injected), None, None
 
         def track(ref_node: onnx.NodeProto, values: Values) -> None:
-            nonlocal absorbed_by
-            changed = [n for n in ref_node.output if n and not tensor_diff(self.ref_values[n], values[n], self.tol).ok]
+            nonlocal absorbed_by, turns_nonfinite
+            diffs = {n: tensor_diff(self.ref_values[n], values[n], self.tol) for n in ref_node.output if n}
+            changed = [n for n, d in diffs.items() if not d.ok or _zeros_moved(self.ref_values[n], values[n])]
             tainted.update(changed)
             if not changed and absorbed_by is None:
                 absorbed_by = ref_node.name
+            if turns_nonfinite is None and any(d.nonfinite for d in diffs.values()):
+                turns_nonfinite = ref_node.name
 
         nodes = _only_tainted(downstream(self.ref_index, injected), tainted)
         replay(self.ref_index, self.ref_runner, overlay, nodes=nodes, on_node=track)
@@ -292,7 +352,7 @@ class _Search:
         for name in self.ref_index.output_names:
             diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
             worst = max(worst, float("inf") if diff.nonfinite else diff.rel_l2)
-        return worst, absorbed_by
+        return worst, absorbed_by, turns_nonfinite
 
     def _accumulated(self, item: NodeEvidence) -> Finding:
         """No single node explains bad outputs: point at the largest local error on the way."""
@@ -304,6 +364,7 @@ class _Search:
             harmful=False,
             local=item.local_diff,
             output_effect=0.0,
+            fixes=self._proposals(explain.ACCUMULATED_ERROR, item),
         )
 
     def _first_nonfinite(self, nodes: list[NodeComparison]) -> str | None:
@@ -311,6 +372,23 @@ class _Search:
             if any(d.nonfinite for d in comparison.outputs.values()):
                 return comparison.node
         return None
+
+
+def _zeros_moved(reference: np.ndarray, value: np.ndarray) -> bool:
+    """Whether the zeros of a tensor moved: a fault still present though within tolerance.
+
+    A 1e-6 that became 0 is within any tolerance, yet the Div reading it turns
+    0 / 1e-6 = 0 into 0 / 0 = NaN, so the nodes after it must run again.
+    """
+    if reference.dtype.kind != "f" or reference.shape != value.shape:
+        return False
+    return bool(np.any((reference == 0) != (value == 0)))
+
+
+def _same_opsets(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    """Whether cached single-node sessions built for `a` are valid for `b`."""
+    opsets = lambda m: sorted((o.domain, o.version) for o in m.opset_import)  # noqa: E731
+    return a.ir_version == b.ir_version and opsets(a) == opsets(b)
 
 
 def _only_tainted(nodes: list[onnx.NodeProto], tainted: set[str]):

@@ -112,6 +112,9 @@ def _constant_underflow(e: NodeEvidence) -> str:
     smallest = _extreme(constant.reference[constant.reference != 0], smallest=True)
     text = f"input `{constant.name}` is {_num(smallest)} in FP32 and 0 in FP16 (below FP16's smallest value 6e-08)"
     if e.local_diff.ok:
+        zeroed = (e.reference != 0) & (e.local.astype(np.float64) == 0)
+        if zeroed.any():
+            return text + f"; the output is 0 at {_count(zeroed)} where FP32 has {_num(_extreme(e.reference[zeroed], smallest=True))}"
         return text + "; the output is unchanged on these inputs, but a zero next to it would divide by zero"
     return text + "; " + _consequence(e)
 

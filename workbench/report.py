@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +24,13 @@ class Finding:
     local: TensorDiff  # the node's own error: run in candidate precision on the reference's inputs
     output_effect: float  # worst output rel-L2 when only this fault is put into the FP32 run
     absorbed_by: str | None = None  # for a harmless one: the node after which the fault is gone
+    fixes: tuple = ()  # workbench.fixes.Fix objects that address it, the least FP32 first (roots only)
 
     def to_dict(self) -> dict:
-        return {"node": self.node, "op_type": self.op_type, "kind": self.kind, "explanation": self.explanation}
+        result = {"node": self.node, "op_type": self.op_type, "kind": self.kind, "explanation": self.explanation}
+        if self.fixes:
+            result["fixes"] = [fix.to_dict() for fix in self.fixes]
+        return result
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,18 @@ class Diagnosis:
     reference_values: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     candidate_values: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     alignment: dict[str, str] = field(repr=False, default_factory=dict)  # candidate tensor -> reference tensor
-    stats: dict[str, float] = field(repr=False, default_factory=dict)  # seconds, node runs, sessions built
+    stats: dict[str, float] = field(repr=False, default_factory=dict)  # seconds, forward passes, node runs, sessions built
+    # What a later diagnosis of a fixed variant reuses (workbench.diagnose.rediagnose):
+    options: Any = field(repr=False, default=None)  # the DiagnoseOptions it ran with
+    conversion: Any = field(repr=False, default=None)  # fp16.ConversionStats when the workbench made the candidate
+    candidate_given: bool = field(repr=False, default=False)  # False: the candidate is the workbench's own conversion
+    reference_index: Any = field(repr=False, default=None, compare=False)  # GraphIndex of the reference
+    runners: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) NodeRunners
+
+    @property
+    def fixes(self) -> tuple:
+        """Every root's proposed fixes, in root order, without repeats."""
+        return tuple(dict.fromkeys(fix for root in self.roots for fix in root.fixes))
 
     def to_dict(self) -> dict:
         """The stable JSON contract of `workbench diagnose --json`."""
@@ -84,7 +100,9 @@ class Diagnosis:
             lines.append(f"  output {name}: rel-L2 {diff.rel_l2:.3g}, max |diff| {diff.max_abs:.3g}, non-finite {diff.nonfinite}")
         if self.first_nonfinite:
             lines.append(f"  first non-finite value at node {self.first_nonfinite}")
-        lines += [f"  ROOT {f.kind}: {f.explanation}" for f in self.roots]
+        for root in self.roots:
+            lines.append(f"  ROOT {root.kind}: {root.explanation}")
+            lines += [f"    fix {fix.name}: {fix.description}" for fix in root.fixes]
         lines += [f"  warning {f.kind}: {f.explanation}" for f in self.warnings]
         if self.verdict == "ok" and not self.roots:
             lines.append("  no root cause: the candidate matches the reference within tolerance")

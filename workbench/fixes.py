@@ -1,0 +1,521 @@
+"""Fixes: small, named changes that make an FP16 variant give the right numbers.
+
+Every fix works on the FP32 source and is followed by the workbench's FP16 conversion, so
+fixes compose (apply a list) and undo (apply the list without it). Two families:
+- value fixes change a constant so FP16 can hold it (clamp to ±65504, a mask constant to
+  -1e4, an eps raised to FP16's smallest normal) or rewrite a mask Mul as a Where;
+- precision fixes keep nodes in FP32 (a node, an op type, the region between tensors);
+  the conversion puts Casts around them.
+The reference stays the original model, and the user's file is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar, Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench import explain
+from workbench.compare import FP16_MAX, FP16_NORMAL_MIN
+from workbench.errors import WorkbenchError
+from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
+from workbench.graph import GraphIndex
+from workbench.model import Model
+
+# The mask value transformers used before 2022 (then float32.min): finite in FP16, and
+# exp(-1e4 - max) is still exactly 0 after Softmax.
+MASK_VALUE = -1e4
+# Ops that pass a constant on unchanged in value: a fix walks back through them to the stored tensor.
+_FORWARDING_OPS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Transpose", "Flatten"}
+# How far after a mask Mul a Softmax may come (Add to scores, maybe a Cast or Reshape in between).
+_SOFTMAX_SEARCH_DEPTH = 6
+
+
+class Fix:
+    """Base of all fixes. Subclasses are frozen dataclasses; `name` says the kind of fix."""
+
+    name: ClassVar[str] = ""
+    rewrites_source: ClassVar[bool] = False  # changes the FP32 graph before conversion
+
+    @property
+    def description(self) -> str:
+        raise NotImplementedError
+
+    def check(self, index: GraphIndex) -> None:
+        """Raise WorkbenchError, one line, when the fix does not apply to this graph."""
+
+    def preview(self, model: Model) -> list[str]:
+        """What the fix changes in `model`, one line per change; nothing is modified."""
+        return [self.description]
+
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex) -> None:
+        """Change the FP32 graph in place (value fixes and rewrites only)."""
+
+    def fp32_nodes(self, index: GraphIndex) -> set[str]:
+        return set()
+
+    def fp32_op_types(self) -> set[str]:
+        return set()
+
+    def constants_changed(self) -> tuple[str, ...]:
+        return ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description}
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.description}"
+
+
+# ---------------------------------------------------------------- value fixes
+
+
+class _ConstantFix(Fix):
+    """Rewrites the values of stored constants (initializers or Constant nodes) element by element."""
+
+    rewrites_source = True
+    tensors: tuple[str, ...]
+
+    def new_values(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def changed(self, values: np.ndarray) -> np.ndarray:
+        """Boolean mask of the elements this fix changes."""
+        with np.errstate(invalid="ignore"):
+            return self.new_values(values) != values
+
+    def check(self, index: GraphIndex) -> None:
+        for name in self.tensors:
+            values = _constant_values(index, name)
+            if not values.dtype.kind == "f" or not self.changed(values).any():
+                raise WorkbenchError(f"{self.name} does not apply to `{name}`: none of its values needs changing.")
+
+    def preview(self, model: Model) -> list[str]:
+        index = _index(model)
+        lines = []
+        for name in self.tensors:
+            values = _constant_values(index, name)
+            changed = self.changed(values)
+            before, after = values[changed], self.new_values(values)[changed]
+            sample = ", ".join(f"{_num(b)} -> {_num(a)}" for b, a in list(zip(before.ravel(), after.ravel()))[:3])
+            lines.append(f"`{_stored_source(index, name)}`: {int(changed.sum())} of {values.size} values ({sample})")
+        return lines
+
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex) -> None:
+        for name in self.tensors:
+            source = _stored_source(index, name)
+            values = _constant_values(index, source)
+            _store_constant(graph, index, source, self.new_values(values).astype(values.dtype))
+
+    def constants_changed(self) -> tuple[str, ...]:
+        return self.tensors
+
+
+@dataclass(frozen=True)
+class ClampConstants(_ConstantFix):
+    tensors: tuple[str, ...]
+    name: ClassVar[str] = "clamp-constants"
+
+    @property
+    def description(self) -> str:
+        return f"clamp {_names(self.tensors)} to FP16's largest finite value ±65504 instead of letting it become ±inf"
+
+    def new_values(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
+        return np.where(out_of_range, np.sign(values) * FP16_MAX, values)
+
+
+@dataclass(frozen=True)
+class MaskConstant(_ConstantFix):
+    tensors: tuple[str, ...]
+    value: float = MASK_VALUE
+    name: ClassVar[str] = "mask-constant"
+
+    @property
+    def description(self) -> str:
+        return (
+            f"set the attention-mask constant {_names(self.tensors)} to {self.value:g} where it is below -65504 "
+            "(finite in FP16; Softmax still gives 0 there), as transformers did before 2022"
+        )
+
+    def new_values(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(values) & (values < -FP16_MAX), self.value, values)
+
+
+@dataclass(frozen=True)
+class RaiseEps(_ConstantFix):
+    tensors: tuple[str, ...]
+    value: float = FP16_NORMAL_MIN
+    name: ClassVar[str] = "raise-eps"
+
+    @property
+    def description(self) -> str:
+        return f"raise the small constant {_names(self.tensors)} to {self.value:.3g}, FP16's smallest normal value, so it is not 0"
+
+    def new_values(self, values: np.ndarray) -> np.ndarray:
+        tiny = (values != 0) & (np.abs(values) < self.value)
+        return np.where(tiny, np.sign(values) * self.value, values)
+
+
+@dataclass(frozen=True)
+class MaskToWhere(Fix):
+    """`mask * C` with mask in {0, 1} becomes `Where(mask, C, 0)`: no 0 × -inf, so no NaN."""
+
+    node: str
+    name: ClassVar[str] = "mask-to-where"
+    rewrites_source: ClassVar[bool] = True
+
+    @property
+    def description(self) -> str:
+        return f"compute Mul `{self.node}` as Where(mask != 0, constant, 0): the unmasked positions get an exact 0, never 0 × -inf"
+
+    def check(self, index: GraphIndex) -> None:
+        _mask_mul_parts(index, self.node)
+
+    def preview(self, model: Model) -> list[str]:
+        mask, constant = _mask_mul_parts(_index(model), self.node)
+        return [f"Mul `{self.node}`({mask}, {constant}) -> Cast(`{mask}` to bool) and Where(that, `{constant}`, 0)"]
+
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex) -> None:
+        mask, constant = _mask_mul_parts(index, self.node)
+        position = next(i for i, n in enumerate(graph.node) if n.name == self.node)
+        output = graph.node[position].output[0]
+        is_set, zero = f"{self.node}__is_set", f"{self.node}__zero"
+        graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+        cast = helper.make_node("Cast", [mask], [is_set], to=TensorProto.BOOL, name=is_set)
+        where = helper.make_node("Where", [is_set, constant, zero], [output], name=self.node)
+        del graph.node[position]
+        graph.node.insert(position, where)
+        graph.node.insert(position, cast)
+
+
+# ---------------------------------------------------------------- precision fixes
+
+
+@dataclass(frozen=True)
+class KeepFp32(Fix):
+    nodes: tuple[str, ...]
+    reason: str = ""
+    name: ClassVar[str] = "keep-fp32"
+
+    @property
+    def description(self) -> str:
+        because = f" ({self.reason})" if self.reason else ""
+        return f"keep {_names(self.nodes)} in FP32 with Casts around {'it' if len(self.nodes) == 1 else 'them'}{because}"
+
+    def check(self, index: GraphIndex) -> None:
+        for name in self.nodes:
+            if name not in index.node_by_name:
+                raise WorkbenchError(f"no node named '{name}' in the model; node names are listed by `workbench nodes`.")
+
+    def fp32_nodes(self, index: GraphIndex) -> set[str]:
+        return set(self.nodes)
+
+
+@dataclass(frozen=True)
+class KeepOpType(Fix):
+    op_type: str
+    name: ClassVar[str] = "keep-op-type"
+
+    @property
+    def description(self) -> str:
+        return f"keep every {self.op_type} node in FP32 with Casts around them"
+
+    def check(self, index: GraphIndex) -> None:
+        if not any(node.op_type == self.op_type for node in index.nodes):
+            present = sorted({node.op_type for node in index.nodes})
+            raise WorkbenchError(f"the model has no {self.op_type} node; its op types are {', '.join(present)}.")
+
+    def preview(self, model: Model) -> list[str]:
+        nodes = [n.name for n in _index(model).nodes if n.op_type == self.op_type]
+        return [f"{len(nodes)} {self.op_type} nodes stay FP32: {_names(tuple(nodes))}"]
+
+    def fp32_op_types(self) -> set[str]:
+        return {self.op_type}
+
+
+@dataclass(frozen=True)
+class KeepBetween(Fix):
+    """Keep the subgraph from tensors `start` to tensors `end` in FP32: every node downstream
+    of a start tensor and upstream of (or producing) an end tensor."""
+
+    start: tuple[str, ...]
+    end: tuple[str, ...]
+    name: ClassVar[str] = "keep-between"
+
+    @property
+    def description(self) -> str:
+        return f"keep the nodes from {_names(self.start)} to {_names(self.end)} in FP32"
+
+    def check(self, index: GraphIndex) -> None:
+        known = set(index.producer) | set(index.input_names) | set(index.initializers)
+        for name in self.start + self.end:
+            if name not in known:
+                raise WorkbenchError(f"no tensor named '{name}' in the model; `workbench nodes` lists each node's tensors.")
+        if not self.fp32_nodes(index):
+            raise WorkbenchError(f"no node lies between {_names(self.start)} and {_names(self.end)}; is the order reversed?")
+
+    def preview(self, model: Model) -> list[str]:
+        return [f"stay FP32: {_names(tuple(sorted(self.fp32_nodes(_index(model)))))}"]
+
+    def fp32_nodes(self, index: GraphIndex) -> set[str]:
+        after = _downstream_nodes(index, self.start)
+        before = _upstream_nodes(index, self.end)
+        return {node.name for node in index.nodes if node.name in after and node.name in before}
+
+
+# ---------------------------------------------------------------- applying fixes
+
+
+def apply(reference: Model, fixes: Sequence[Fix], base: Fp16Options = Fp16Options()) -> tuple[Model, ConversionStats]:
+    """The FP16 variant of `reference` with `fixes` applied, in order; `reference` is not modified."""
+    index = _index(reference)
+    for fix in fixes:
+        fix.check(index)
+    source = reference
+    rewriting = [fix for fix in fixes if fix.rewrites_source]
+    if rewriting:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(reference.proto)
+        for fix in rewriting:
+            fix.rewrite(proto.graph, GraphIndex(proto.graph, list(proto.opset_import)))
+        source = reference.with_proto(proto, origin="fixed FP32 source")
+    options = replace(
+        base,
+        keep_nodes=frozenset(base.keep_nodes).union(*(fix.fp32_nodes(index) for fix in fixes)),
+        keep_op_types=frozenset(base.keep_op_types).union(*(fix.fp32_op_types() for fix in fixes)),
+    )
+    candidate, stats = convert_to_fp16(source, options)
+    return candidate.with_proto(candidate.proto, origin="fixed fp16", name=f"{reference.name} (fp16, fixed)"), stats
+
+
+# ---------------------------------------------------------------- fixes named on the command line
+
+_SPEC_HELP = (
+    "clamp-constants=T1,T2 | mask-constant=T | raise-eps=T | mask-to-where=NODE | keep-fp32=N1,N2 | "
+    "keep-op-type=OP | keep-between=START1,START2:END1,END2"
+)
+
+
+def parse_fix(spec: str) -> Fix:
+    """A fix from its command-line form NAME=TARGETS, e.g. `mask-constant=val_32`, `keep-fp32=ln_pow,ln_var`."""
+    name, _, target = spec.partition("=")
+    parts = tuple(t for t in target.split(",") if t)
+    if not parts:
+        raise WorkbenchError(f"fix '{spec}' names no target; write NAME=TARGETS, one of: {_SPEC_HELP}.")
+    if name == "keep-between":
+        start, _, end = target.partition(":")
+        if not start or not end:
+            raise WorkbenchError(f"keep-between needs START:END tensors, e.g. keep-between=x:y (got '{target}').")
+        return KeepBetween(tuple(start.split(",")), tuple(end.split(",")))
+    builders = {
+        "clamp-constants": lambda: ClampConstants(parts),
+        "mask-constant": lambda: MaskConstant(parts),
+        "raise-eps": lambda: RaiseEps(parts),
+        "keep-fp32": lambda: KeepFp32(parts),
+        "mask-to-where": lambda: MaskToWhere(_single(name, parts)),
+        "keep-op-type": lambda: KeepOpType(_single(name, parts)),
+    }
+    if name not in builders:
+        raise WorkbenchError(f"unknown fix '{name}'; known fixes: {_SPEC_HELP}.")
+    return builders[name]()
+
+
+def _single(name: str, parts: tuple[str, ...]) -> str:
+    if len(parts) != 1:
+        raise WorkbenchError(f"{name} takes one target, not {len(parts)}.")
+    return parts[0]
+
+
+# ---------------------------------------------------------------- proposals
+
+
+def propose(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIndex, values: dict) -> tuple[Fix, ...]:
+    """Fixes that address a root of this kind at reference node `node`, the least FP32 first.
+
+    `index` and `values` are the reference graph and its captured tensors (FP32).
+    """
+    constants = [i.name for i in evidence.lossy_constants]
+    if kind == explain.CONSTANT_OUT_OF_RANGE:
+        overflowing = tuple(i.name for i in evidence.lossy_constants if i.overflows)
+        fixes: list[Fix] = []
+        if _is_mask_constant(index, node, overflowing):
+            fixes.append(MaskConstant(overflowing))
+            if _is_mask_mul(index, node, values):
+                fixes.append(MaskToWhere(node))
+        fixes.append(ClampConstants(overflowing))
+        return tuple(fixes) + (KeepFp32((node,)),)
+    if kind == explain.CONSTANT_UNDERFLOW:
+        return (RaiseEps(tuple(constants)), KeepFp32((node,)))
+    if kind in (explain.ACTIVATION_OVERFLOW, explain.INF_ARITHMETIC):
+        region = overflow_region(index, node, values)
+        reason = "its values exceed ±65504 until they are back in range" if len(region) > 1 else ""
+        return (KeepFp32(region, reason),)
+    if kind == explain.PRECISION_LOSS:
+        producers = _float_input_producers(index, node)
+        fixes = [KeepFp32(producers + (node,), "the rounding happens where its inputs are stored")] if producers else []
+        return tuple(fixes) + (KeepFp32((node,)),)
+    if kind == explain.OUTPUT_UNDERFLOW:
+        readers = tuple(dict.fromkeys(r.name for out in index.node_by_name[node].output for r in index.consumers.get(out, [])))
+        return (KeepFp32((node,) + readers, "its outputs are below FP16's range"),)
+    return (KeepFp32((node,)),)
+
+
+def overflow_region(index: GraphIndex, node: str, values: dict) -> tuple[str, ...]:
+    """`node` and every node after it that reads a tensor beyond ±65504 in the reference.
+
+    Keeping only the first overflowing node in FP32 moves the overflow to the Cast after
+    it; the region ends where the values are back within FP16's range (a Sqrt, a Div).
+    """
+    region = [node]
+    pending = list(index.node_by_name[node].output)
+    seen = set(pending)
+    while pending:
+        tensor = pending.pop(0)
+        if not _beyond_fp16(values.get(tensor)):
+            continue
+        for reader in index.consumers.get(tensor, []):
+            if reader.name not in region:
+                region.append(reader.name)
+            for out in reader.output:
+                if out and out not in seen:
+                    seen.add(out)
+                    pending.append(out)
+    order = {n.name: i for i, n in enumerate(index.nodes)}
+    return tuple(sorted(region, key=order.__getitem__))
+
+
+def _beyond_fp16(value) -> bool:
+    if value is None or value.dtype.kind != "f" or not value.size:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(np.isfinite(value) & (np.abs(value) > FP16_MAX)))
+
+
+def _is_mask_constant(index: GraphIndex, node: str, constants: tuple[str, ...]) -> bool:
+    """Large negative constants whose node feeds a Softmax a few steps later: an attention mask."""
+    if not constants:
+        return False
+    negative = all(np.all(_constant_values(index, c)[np.abs(_constant_values(index, c)) > FP16_MAX] < 0) for c in constants)
+    return negative and _softmax_follows(index, node)
+
+
+def _softmax_follows(index: GraphIndex, node: str) -> bool:
+    frontier = {node}
+    for _ in range(_SOFTMAX_SEARCH_DEPTH):
+        readers = {r.name for n in frontier for out in index.node_by_name[n].output for r in index.consumers.get(out, [])}
+        if any(index.node_by_name[r].op_type == "Softmax" for r in readers):
+            return True
+        frontier = readers
+    return False
+
+
+def _is_mask_mul(index: GraphIndex, node: str, values: dict) -> bool:
+    try:
+        mask, _ = _mask_mul_parts(index, node)
+    except WorkbenchError:
+        return False
+    observed = values.get(mask)
+    return observed is not None and bool(np.isin(observed, (0, 1)).all())
+
+
+def _mask_mul_parts(index: GraphIndex, node: str) -> tuple[str, str]:
+    """(the computed 0/1 input, the constant input) of a Mul, or a one-line error."""
+    found = index.node_by_name.get(node)
+    if found is None:
+        raise WorkbenchError(f"no node named '{node}' in the model; node names are listed by `workbench nodes`.")
+    if found.op_type != "Mul" or len(found.input) != 2:
+        raise WorkbenchError(f"mask-to-where applies to a Mul of a mask and a constant; `{node}` is a {found.op_type}.")
+    constant = [name for name in found.input if index.is_constant(name)]
+    if len(constant) != 1:
+        raise WorkbenchError(f"mask-to-where needs exactly one constant input to Mul `{node}`; it has {len(constant)}.")
+    mask = next(name for name in found.input if name != constant[0])
+    return mask, constant[0]
+
+
+def _float_input_producers(index: GraphIndex, node: str) -> tuple[str, ...]:
+    found = index.node_by_name[node]
+    names = []
+    for name in found.input:
+        producer = index.producer.get(name)
+        if producer is not None and not index.is_constant(name) and index.is_float(name):
+            names.append(producer.name)
+    return tuple(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------- graph helpers
+
+
+def _index(model: Model) -> GraphIndex:
+    return GraphIndex(model.graph, list(model.proto.opset_import))
+
+
+def _stored_source(index: GraphIndex, name: str) -> str:
+    """The initializer or Constant output a constant tensor is a (reshaped, cast) copy of."""
+    while name not in index.initializers:
+        producer = index.producer.get(name)
+        if producer is None or not index.is_constant(name):
+            raise WorkbenchError(f"`{name}` is not a constant of the model; only constants can be rewritten.")
+        if producer.op_type == "Constant":
+            return name
+        if producer.op_type not in _FORWARDING_OPS:
+            raise WorkbenchError(f"constant `{name}` is computed by {producer.op_type} `{producer.name}`; rewrite its inputs instead.")
+        name = producer.input[0]
+    return name
+
+
+def _constant_values(index: GraphIndex, name: str) -> np.ndarray:
+    source = _stored_source(index, name)
+    if source in index.initializers:
+        return np.asarray(index.initializer_array(source))
+    producer = index.producer[source]
+    for attr in producer.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_float", "value_floats"):
+            return np.array(attr.f if attr.name == "value_float" else list(attr.floats), np.float32)
+    raise WorkbenchError(f"constant `{name}` has no value this fix can rewrite ({producer.name}).")
+
+
+def _store_constant(graph: onnx.GraphProto, index: GraphIndex, source: str, values: np.ndarray) -> None:
+    if source in index.initializers:
+        tensor = next(t for t in graph.initializer if t.name == source)
+        tensor.CopyFrom(numpy_helper.from_array(values, source))
+        return
+    node = next(n for n in graph.node if source in n.output)
+    for attr in list(node.attribute):
+        if attr.name in ("value", "value_float", "value_floats"):
+            node.attribute.remove(attr)
+    node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(values)))
+
+
+def _downstream_nodes(index: GraphIndex, tensors: Iterable[str]) -> set[str]:
+    tainted, found = set(tensors), set()
+    for node in index.nodes:
+        if any(name in tainted for name in node.input):
+            found.add(node.name)
+            tainted.update(node.output)
+    return found
+
+
+def _upstream_nodes(index: GraphIndex, tensors: Iterable[str]) -> set[str]:
+    wanted, found = set(tensors), set()
+    for node in reversed(index.nodes):
+        if any(name in wanted for name in node.output):
+            found.add(node.name)
+            wanted.update(node.input)
+    return found
+
+
+def _names(names: tuple[str, ...], limit: int = 4) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _num(value) -> str:
+    return f"{float(value):.8g}"
