@@ -65,12 +65,18 @@ def broken_inputs(tmp_path, sample):
         "overwrite input": (["convert", path, "-o", path], "refusing to overwrite"),
         "bad option": (["diagnose", path, "--mode", "fast"], "invalid choice"),
         "cuda missing": (["diagnose", path, "--provider", "cuda"], "CUDA is not available"),
+        "fix: no such node": (["fix", path, "-o", tmp_path / "o.onnx", "--fix", "keep-fp32=nope"], "no node named 'nope'"),
+        "fix: does not apply": (["fix", path, "-o", tmp_path / "o.onnx", "--fix", "mask-constant=sub_10"], "not a constant"),
+        "fix: unknown fix": (["fix", path, "-o", tmp_path / "o.onnx", "--fix", "magic=x"], "unknown fix 'magic'"),
+        "fix: overwrite input": (["fix", path, "-o", path], "refusing to overwrite"),
+        "fix: task output": (["fix", path, "-o", tmp_path / "o.onnx", "--task", "embedding", "--task-output", "nope"], "nope"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "missing file", "not onnx", "truncated", "wrong names", "wrong dtype", "wrong rank",
     "missing inputs file", "unknown node to keep", "overwrite input", "bad option", "cuda missing",
+    "fix: no such node", "fix: does not apply", "fix: unknown fix", "fix: overwrite input", "fix: task output",
 ])
 def test_bad_input_gives_one_line_error_and_leaves_files_alone(tmp_path, sample, case):
     args, message = broken_inputs(tmp_path, sample)[case]
@@ -97,3 +103,27 @@ def test_missing_external_data_is_one_line(tmp_path):
 def test_nodes_lists_the_names_reports_use(sample):
     path, _ = sample("legacy_mask_bert")
     assert "mask_scale\tMul" in run("nodes", path).stdout
+
+
+def test_fix_writes_a_verified_model_and_json(sample, tmp_path):
+    import onnxruntime as ort
+
+    path, feed = sample("legacy_mask_bert")
+    out = tmp_path / "fixed.onnx"
+    result = run("fix", path, "--precision", "fp16", "--inputs", path.with_suffix(".npz"), "-o", out, "--json",
+                 "--task", "embedding")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"ok", "kept_fp32", "clamped", "outputs", "runs"} <= set(data)
+    assert data["ok"] and data["kept_fp32"] == [] and data["clamped"] == ["val_32"] and data["runs"] >= 3
+    assert data["task"]["ok"] and data["task"]["name"] == "sentence embedding"
+    output = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.isfinite(output).all()
+
+
+def test_fix_exits_1_when_the_model_still_fails_and_says_so(sample, tmp_path):
+    path, _ = sample("layernorm_pow")
+    out = tmp_path / "fixed.onnx"
+    result = run("fix", path, "--inputs", path.with_suffix(".npz"), "-o", out, "--no-auto", "--fix", "keep-fp32=ln_pow")
+    assert result.returncode == 1, result.stderr
+    assert "NOT FIXED" in result.stdout and "still failing verification" in result.stdout and out.exists()

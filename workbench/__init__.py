@@ -4,8 +4,12 @@
     report = workbench.diagnose("model.onnx")                  # FP16 conversion made here
     report = workbench.diagnose("model.onnx", "model_fp16.onnx", inputs="feed.npz")
     report.verdict, report.roots, report.to_dict()
+    fixed = workbench.apply_fixes(report, report.roots[0].fixes[:1])   # re-verified: fixed.ok, fixed.after
+    fixed = workbench.auto_fix(report)                                # the smallest fix found from the roots
+    fixed.save("model_fp16_fixed.onnx")
 """
 
+from workbench.autofix import auto_fix
 from workbench.compare import Tolerance, TensorDiff
 from workbench.diagnose import DiagnoseOptions, diagnose
 from workbench.errors import WorkbenchError
@@ -13,6 +17,7 @@ from workbench.feeds import generate_feed, load_feed
 from workbench.fp16 import Fp16Options, convert_to_fp16
 from workbench.model import Model, load_model
 from workbench.report import Diagnosis, Finding
+from workbench.verify import Verification, apply_fixes
 
 __all__ = [
     "Diagnosis",
@@ -22,7 +27,10 @@ __all__ = [
     "Model",
     "TensorDiff",
     "Tolerance",
+    "Verification",
     "WorkbenchError",
+    "apply_fixes",
+    "auto_fix",
     "convert_to_fp16",
     "diagnose",
     "generate_feed",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
-EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 3
+EXIT_NOT_FIXED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
     _add_conversion_options(diag)
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+
+    fix = commands.add_parser("fix", help="fix the FP16 variant until its outputs match, and write it")
+    fix.add_argument("model", help="the reference (FP32) .onnx model")
+    fix.add_argument("--precision", choices=["fp16"], default="fp16", help="the precision to convert to")
+    fix.add_argument("-o", "--output", required=True, help="where to write the fixed FP16 model")
+    fix.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
+    fix.add_argument("--mode", choices=["faithful", "runtime"], default="faithful", help="how the variant is verified (default faithful)")
+    fix.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per output (default 1e-2)")
+    _add_conversion_options(fix)
+    fix.add_argument("--fix", action="append", default=[], metavar="NAME=TARGET",
+                     help="apply this fix first (repeatable), e.g. mask-constant=val_32, keep-fp32=ln_pow,ln_var")
+    fix.add_argument("--no-auto", action="store_true", help="apply only the fixes given, do not search for more")
+    fix.add_argument("--task", choices=["embedding", "masked-lm"],
+                     help="also check the task: sentence-embedding cosine and ranking, or masked-LM top-5 tokens")
+    fix.add_argument("--task-output", help="the model output the task check reads (default: the first output)")
+    fix.add_argument("--json", action="store_true", help="print the result as JSON")
 
     conv = commands.add_parser("convert", help="write the FP16 conversion of a model")
     conv.add_argument("model")
@@ -114,6 +130,50 @@ def _diagnose(args) -> int:
     return 0
 
 
+def _fix(args) -> int:
+    from workbench.autofix import auto_fix
+    from workbench.compare import Tolerance
+    from workbench.diagnose import DiagnoseOptions, diagnose
+    from workbench.fixes import parse_fix
+    from workbench.graph import GraphIndex
+    from workbench.model import load_model
+    from workbench.verify import apply_fixes
+
+    source, target = Path(args.model), Path(args.output)
+    if target.resolve() == source.resolve():
+        raise WorkbenchError(f"refusing to overwrite the input model {source}; choose another output path with -o.")
+    model = load_model(source)
+    requested = tuple(parse_fix(spec) for spec in args.fix)
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    for fix in requested:  # a bad request fails now, not after a diagnosis
+        fix.check(index)
+    progress = not args.json and sys.stderr.isatty()
+    options = DiagnoseOptions(mode=args.mode, tolerance=Tolerance(rel_l2=args.tolerance), fp16=_fp16_options(args), progress=progress)
+    before = diagnose(model, inputs=args.inputs, options=options)
+    if args.no_auto:
+        result = apply_fixes(before, requested)
+    else:
+        result = auto_fix(before, fixes=requested, progress=progress)
+    if args.task:
+        result = result.check_task(_task(args, result.after))
+    result.save(target)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "output_path": str(target)}, indent=2))
+    else:
+        print(result.summary())
+        print(f"wrote {target}" + ("" if result.ok else " (still failing verification: see above)"))
+    return 0 if result.ok else EXIT_NOT_FIXED
+
+
+def _task(args, diagnosis):
+    from workbench import task
+
+    output = args.task_output or diagnosis.reference.graph.output[0].name
+    if args.task == "embedding":
+        return task.SentenceEmbeddingTask(output=output)
+    return task.MaskedLmTask(output=output)
+
+
 def _convert(args) -> int:
     from workbench.fp16 import convert_to_fp16
     from workbench.model import load_model
@@ -140,4 +200,4 @@ def _nodes(args) -> int:
     return 0
 
 
-_COMMANDS = {"diagnose": _diagnose, "convert": _convert, "nodes": _nodes}
+_COMMANDS = {"diagnose": _diagnose, "fix": _fix, "convert": _convert, "nodes": _nodes}
