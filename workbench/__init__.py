@@ -17,6 +17,7 @@ from workbench.feeds import generate_feed, load_feed
 from workbench.fp16 import Fp16Options, convert_to_fp16
 from workbench.model import Model, load_model
 from workbench.report import Diagnosis, Finding
+from workbench.task import MaskedLmTask, SentenceEmbeddingTask
 from workbench.verify import Verification, apply_fixes
 
 __all__ = [
@@ -24,7 +25,9 @@ __all__ = [
     "DiagnoseOptions",
     "Finding",
     "Fp16Options",
+    "MaskedLmTask",
     "Model",
+    "SentenceEmbeddingTask",
     "TensorDiff",
     "Tolerance",
     "Verification",
