@@ -157,3 +157,22 @@ def test_control_flow_node_reading_outer_scope_tensors_is_replayed():
     # 1e5 overflows FP16 in the Mul; inf - inf = NaN inside the branch
     assert report.verdict == "nonfinite"
     assert [(f.node, f.kind) for f in report.roots] == [("Mul_0", "constant_out_of_range")]
+
+
+def test_a_fault_the_runtime_hides_is_a_warning_when_the_outputs_are_fine():
+    # Regression: runtime mode said OK with a ROOT: the Exp overflow shows in the marked copy's
+    # intermediates, but ORT's plain run keeps the tensor in FP32 and its outputs are exact.
+    model = parse_model(
+        """g (float[3,8] logits) => (float[3,8] probs) {
+            exps = Exp(logits)
+            total = ReduceSum <keepdims = 1> (exps, axes)
+            probs = Div(exps, total)
+        }""", axes=np.array([-1], np.int64))
+    logits = np.random.default_rng(0).normal(0, 2, (3, 8)).astype(np.float32)
+    logits[1, 2] = 12.5  # exp(12.5) = 268337 > 65504
+    faithful = workbench.diagnose(model, inputs={"logits": logits})
+    assert faithful.verdict == "nonfinite" and [r.kind for r in faithful.roots] == ["activation_overflow"]
+    runtime = workbench.diagnose(model, inputs={"logits": logits}, mode="runtime")
+    assert runtime.verdict == "ok" and runtime.roots == ()
+    assert [w.kind for w in runtime.warnings] == ["activation_overflow"]
+    assert "ONNX Runtime kept this tensor in FP32" in runtime.warnings[0].explanation
