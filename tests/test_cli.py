@@ -91,7 +91,7 @@ def test_bad_input_gives_one_line_error_and_leaves_files_alone(tmp_path, sample,
 
 def test_missing_external_data_is_one_line(tmp_path):
     import onnx
-    from conftest import parse_model
+    from inline_models import parse_model
 
     model = parse_model("g (float[4] x) => (float[4] y) { y = Add(x, w) }", w=np.ones(4, np.float32))
     onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.compare import Tolerance, align, tensor_diff, verdict
 from workbench.fp16 import convert_to_fp16
 from workbench.graph import GraphIndex

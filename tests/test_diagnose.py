@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import workbench
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.model import file_digest
 
 

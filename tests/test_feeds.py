@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.errors import WorkbenchError
 from workbench.feeds import check_feed, embedding_rows, generate_feed, load_feed
 from workbench.graph import GraphIndex

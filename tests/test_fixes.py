@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import parse_model
+from inline_models import parse_model
 
 from workbench import explain, fixes
 from workbench.errors import WorkbenchError

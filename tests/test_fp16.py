@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.errors import WorkbenchError
 from workbench.fp16 import Fp16Options, convert_to_fp16
 from workbench.model import load_model

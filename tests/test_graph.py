@@ -1,4 +1,4 @@
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.graph import GraphIndex, topological_order
 from workbench.model import load_model
 

@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.errors import WorkbenchError
 from workbench.model import file_digest, load_model
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from conftest import parse_model
+from inline_models import parse_model
 from workbench.graph import GraphIndex
 from workbench.model import load_model
 from workbench.replay import NodeRunner, downstream, replay
