@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from onnx import TensorProto
@@ -155,18 +155,24 @@ class Verification:
         )
 
 
-def apply_fixes(before: Diagnosis, fixes: Sequence[Fix], runs_so_far: int | None = None) -> Verification:
+def apply_fixes(
+    before: Diagnosis,
+    fixes: Sequence[Fix],
+    runs_so_far: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Verification:
     """Apply `fixes` (in order) to `before`'s reference, convert to FP16 and diagnose the result again.
 
     Fixes always start from the FP32 reference and the workbench's FP16 conversion (with
     `before`'s conversion options), so undoing one is applying the list without it.
+    `progress(done, total)` follows the re-verification node by node (for a progress bar).
     """
     fixes = tuple(fixes)
     for fix in fixes:
         if not isinstance(fix, Fix):
             raise WorkbenchError(f"{fix!r} is not a fix; take fixes from a diagnosis' roots or workbench.fixes.")
     candidate, stats = fix_catalogue.apply(before.reference, fixes, before.options.fp16)
-    after = rediagnose(before, candidate, stats)
+    after = rediagnose(before, candidate, stats, progress)
     spent = before.stats.get("forward_passes", 0) if runs_so_far is None else runs_so_far
     return Verification(before, after, fixes, spent + after.stats["forward_passes"])
 
