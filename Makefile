@@ -19,6 +19,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/01_fp16_nan_in_bert_attention_mask.ipynb
 
 test: $(STAMP)
+	tools/ensure-chromium
 	$(PY) -m pytest
 
 bench: $(STAMP)

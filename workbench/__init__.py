@@ -40,3 +40,12 @@ __all__ = [
     "load_feed",
     "load_model",
 ]
+
+
+def __getattr__(name: str):
+    """`workbench.Workbench` (the notebook widget) loads ipywidgets and matplotlib only when asked for."""
+    if name == "Workbench":
+        from workbench.ui import Workbench
+
+        return Workbench
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")

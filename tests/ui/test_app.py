@@ -1,0 +1,97 @@
+"""The Workbench's callbacks without a browser: ipywidgets 8 fires them on .value and .click()."""
+
+import pytest
+
+from workbench.ui import Workbench
+from workbench.ui.app import TABS
+
+
+@pytest.fixture
+def bench(diagnosis_of):
+    return Workbench.from_diagnosis(diagnosis_of("legacy_mask_bert"))
+
+
+def test_the_root_is_selected_and_inspected_at_start(bench):
+    assert bench.state.node == "mask_scale"
+    assert "ROOT CAUSE" in bench.inspector.detail.value
+    assert "-inf" in bench.inspector.detail.value
+    assert bytes(bench.inspector.histogram.value).startswith(b"\x89PNG")
+
+
+def test_picking_a_node_in_the_list_shows_its_stats(bench):
+    bench.inspector.node_list.value = "node_Softmax_98"
+    assert bench.state.node == "node_Softmax_98"
+    detail = bench.inspector.detail.value
+    assert "node_Softmax_98" in detail and "Softmax" in detail and "ROOT CAUSE" not in detail
+    assert "256 NaN" in detail  # the victim's output, as the candidate run computed it
+
+
+def test_clicking_a_root_button_selects_it(bench):
+    bench.inspector.node_list.value = "node_Softmax_98"
+    button = bench.inspector.root_buttons[0]
+    assert button.description == "mask_scale"
+    button.click()
+    assert bench.state.node == "mask_scale" and bench.inspector.node_list.value == "mask_scale"
+
+
+def test_overview_inspect_button_opens_the_inspector(bench):
+    bench.inspector.node_list.value = "node_Softmax_98"
+    bench.overview.inspect_buttons[0].click()
+    assert bench.state.node == "mask_scale"
+    assert bench.tabs.selected_index == TABS.index("Node inspector")
+
+
+def test_filter_narrows_the_list_and_selection_clears_it(bench):
+    bench.inspector.filter.value = "softmax"
+    names = [value for _, value in bench.inspector.node_list.options]
+    assert names and all("softmax" in n.lower() for n in names)
+    bench.inspector.node_list.value = names[0]
+    assert bench.state.node == names[0]
+    bench.inspector.root_buttons[0].click()  # mask_scale is filtered out: the list comes back whole
+    assert bench.inspector.filter.value == ""
+    assert bench.inspector.node_list.value == "mask_scale"
+
+
+def test_filter_matches_op_types_and_keeps_the_selection(bench):
+    bench.inspector.filter.value = "LayerNormalization"
+    expected = [n.name for n in bench.diagnosis.candidate.graph.node if n.op_type == "LayerNormalization"]
+    assert [value for _, value in bench.inspector.node_list.options] == expected
+    assert bench.state.node == "mask_scale" and bench.inspector.node_list.value is None
+
+
+def test_choosing_another_tensor_redraws_the_histogram(bench):
+    before = bench.inspector.histogram.value
+    bench.inspector.tensor_choice.value = "val_32"
+    assert bench.inspector.histogram.value != before
+
+
+def test_overview_shows_verdict_outputs_and_root(bench):
+    text = " ".join(child.value for child in bench.overview.widget.children if hasattr(child, "value"))
+    rows = [row.children[1].value for row in bench.overview.widget.children if hasattr(row, "children")]
+    assert "NONFINITE" in text and "last_hidden_state" in text
+    assert any("constant_out_of_range" in row and "mask_scale" in row for row in rows)
+
+
+def test_a_clean_model_has_nothing_selected(diagnosis_of):
+    bench = Workbench.from_diagnosis(diagnosis_of("clean_mlp"))
+    assert bench.state.node == "" and not bench.inspector.root_buttons
+    assert "OK" in bench.overview.widget.children[0].value
+
+
+def test_a_harmless_fault_is_selected_as_a_warning(diagnosis_of):
+    bench = Workbench.from_diagnosis(diagnosis_of("gelu_tanh_saturation"))
+    assert bench.state.node == "gelu_pow" and "WARNING" in bench.inspector.detail.value
+
+
+def test_workbench_diagnoses_a_model_itself(sample):
+    path, feed = sample("layernorm_pow")
+    bench = Workbench(path, inputs=feed)
+    assert bench.diagnosis.verdict == "divergent" and bench.state.node == "ln_pow"
+    assert bytes(bench.error_plot.value).startswith(b"\x89PNG")
+
+
+def test_graph_tab_starts_netron_only_when_opened(bench):
+    assert bench.graph.url is None
+    bench.tabs.selected_index = TABS.index("Graph")
+    assert bench.graph.url and bench.graph.url.startswith("http://127.0.0.1:")
+    assert bench.graph.url in bench.graph.frame.value

@@ -1,0 +1,77 @@
+"""The Workbench widget: one diagnosis shown in five panels that share the selected node."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+
+import workbench
+from workbench.report import Diagnosis
+from workbench.ui import plots
+from workbench.ui.fixes import FixesPanel
+from workbench.ui.graph_view import GraphPanel
+from workbench.ui.inspector import InspectorPanel
+from workbench.ui.overview import OverviewPanel
+from workbench.ui.state import WorkbenchState
+from workbench.ui.stats import NodeCatalog
+
+TABS = ("Overview", "Error along the graph", "Node inspector", "Graph", "Fixes")
+STYLE = """<style>
+.wb-table { border-collapse: collapse; margin: 4px 0; }
+.wb-table td, .wb-table th { border: 1px solid #d0d7de; padding: 2px 6px; text-align: right; }
+.wb-table td:first-child, .wb-table th:first-child { text-align: left; }
+.wb-tensors td, .wb-tensors th { white-space: nowrap; font-size: 0.85em; padding: 1px 4px; }
+.wb-compare td { vertical-align: top; text-align: left; padding: 4px 8px; border: 1px solid #d0d7de; }
+</style>"""
+
+
+class Workbench:
+    """Diagnose `model` against `candidate` (default: its FP16 conversion) and show the result.
+
+    `inputs` and keyword options are those of `workbench.diagnose`; progress bars show while it runs.
+    In a notebook, leave the Workbench as a cell's last expression (or `display` it).
+    """
+
+    def __init__(self, model, candidate=None, inputs=None, **diagnose_options):
+        diagnose_options.setdefault("progress", True)
+        self._build(workbench.diagnose(model, candidate, inputs=inputs, **diagnose_options))
+
+    @classmethod
+    def from_diagnosis(cls, diagnosis: Diagnosis) -> "Workbench":
+        bench = cls.__new__(cls)
+        bench._build(diagnosis)
+        return bench
+
+    def _build(self, diagnosis: Diagnosis) -> None:
+        self.diagnosis = diagnosis
+        self.state = WorkbenchState()
+        self.catalog = NodeCatalog(diagnosis)
+        self.overview = OverviewPanel(diagnosis, on_inspect=self.inspect)
+        self.error_plot = widgets.Image(value=plots.figure_png(plots.error_along_graph(diagnosis)), format="png",
+                                        layout=widgets.Layout(max_width="960px"))
+        self.inspector = InspectorPanel(diagnosis, self.state, self.catalog)
+        self.graph = GraphPanel(diagnosis, self.state)
+        self.fixes = FixesPanel(diagnosis, self.state)
+        panels = [self.overview.widget, self.error_plot, self.inspector.widget, self.graph.widget, self.fixes.widget]
+        self.tabs = widgets.Tab(children=panels, titles=TABS)
+        self.tabs.observe(self._on_tab, "selected_index")
+        self.widget = widgets.VBox([widgets.HTML(STYLE), self.tabs])
+        findings = diagnosis.roots + diagnosis.warnings
+        if findings:
+            self.state.node = findings[0].node
+
+    def inspect(self, node: str) -> None:
+        """Select `node` and open the node inspector."""
+        self.state.node = node
+        self.tabs.selected_index = TABS.index("Node inspector")
+
+    def _on_tab(self, change) -> None:
+        if change["new"] == TABS.index("Graph"):
+            self.graph.activate()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return f"Workbench({self.diagnosis.summary()})"

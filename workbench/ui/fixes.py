@@ -1,0 +1,105 @@
+"""Fixes: the proposed fixes as toggles, "Apply and re-verify" with progress, before and after, "Save fixed model"."""
+
+from __future__ import annotations
+
+import html
+import inspect
+from pathlib import Path
+
+import ipywidgets as widgets
+
+import workbench
+from workbench.errors import WorkbenchError
+from workbench.report import Diagnosis
+from workbench.ui.overview import verdict_html
+from workbench.ui.state import WorkbenchState
+
+
+class FixesPanel:
+    def __init__(self, diagnosis: Diagnosis, state: WorkbenchState):
+        self.diagnosis, self.state = diagnosis, state
+        self.toggles: list[tuple[widgets.Checkbox, object]] = []
+        self.apply_button = widgets.Button(description="Apply and re-verify", button_style="primary", disabled=True)
+        self.progress = widgets.IntProgress(value=0, min=0, max=100, layout=widgets.Layout(visibility="hidden"))
+        self.result = widgets.HTML()
+        self.save_path = widgets.Text(value=f"{diagnosis.reference.name}_fp16_fixed.onnx", description="Save as")
+        self.save_button = widgets.Button(description="Save fixed model", disabled=True)
+        self.saved = widgets.HTML()
+        self.apply_button.on_click(lambda _: self.apply())
+        self.save_button.on_click(lambda _: self.save())
+        self.widget = widgets.VBox(self._rows())
+
+    def _rows(self) -> list[widgets.Widget]:
+        rows = [widgets.HTML("<p>Each fix changes the FP32 model, which is then converted to FP16 again and "
+                             "re-verified against the same reference. The first fix of each root, the one that keeps "
+                             "the least in FP32, is chosen.</p>")]
+        for root in self.diagnosis.roots:
+            rows.append(widgets.HTML(f"<h4>Root <code>{html.escape(root.node)}</code> ({html.escape(root.kind)})</h4>"))
+            rows += [self._toggle_row(fix, chosen=i == 0) for i, fix in enumerate(root.fixes)]
+        if not self.toggles:
+            rows.append(widgets.HTML("<p>No fix to propose: there is no root cause with a known remedy.</p>"))
+        self.apply_button.disabled = not self.toggles
+        return rows + [widgets.HBox([self.apply_button, self.progress]), self.result,
+                       widgets.HBox([self.save_path, self.save_button]), self.saved]
+
+    def _toggle_row(self, fix, chosen: bool) -> widgets.Widget:
+        toggle = widgets.Checkbox(value=chosen, description=fix.name, indent=False)
+        self.toggles.append((toggle, fix))
+        # Fixes change the FP32 source before conversion, so that is what their preview reads.
+        preview = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in fix.preview(self.diagnosis.reference))
+        return widgets.VBox([toggle, widgets.HTML(f"<div>{html.escape(fix.description)}</div><ul>{preview}</ul>")])
+
+    def chosen(self) -> list:
+        return [fix for toggle, fix in self.toggles if toggle.value]
+
+    def apply(self) -> None:
+        fixes = self.chosen()
+        if not fixes:
+            self.result.value = "<p>Choose at least one fix.</p>"
+            return
+        self.apply_button.disabled = True
+        self.progress.value, self.progress.layout.visibility = 0, "visible"
+        try:
+            verification = workbench.apply_fixes(self.diagnosis, fixes, **self._progress_option())
+        except WorkbenchError as exc:
+            self.result.value = f"<p><b>Could not apply:</b> {html.escape(str(exc))}</p>"
+            return
+        finally:
+            self.apply_button.disabled = False
+            self.progress.layout.visibility = "hidden"
+        self.state.verification = verification
+        self.result.value = verification_html(verification)
+        self.save_button.disabled = False
+
+    def _progress_option(self) -> dict:
+        """Pass a progress callback where apply_fixes takes one; otherwise the bar only shows it is working."""
+        if "progress" in inspect.signature(workbench.apply_fixes).parameters:
+            return {"progress": self._on_progress}
+        self.progress.value = 50
+        return {}
+
+    def _on_progress(self, done, total=None, *_) -> None:
+        """Accepts progress(fraction) or progress(done, total)."""
+        fraction = done / total if total else float(done)
+        self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
+
+    def save(self) -> None:
+        verification = self.state.verification
+        if verification is None or not self.save_path.value.strip():
+            self.saved.value = "<p>Apply a fix and give a path first.</p>"
+            return
+        try:
+            path = verification.save(Path(self.save_path.value.strip()).expanduser())
+        except WorkbenchError as exc:
+            self.saved.value = f"<p><b>Not saved:</b> {html.escape(str(exc))}</p>"
+            return
+        self.saved.value = f"<p>Saved <code>{html.escape(str(path or self.save_path.value))}</code>.</p>"
+
+
+def verification_html(verification) -> str:
+    return (
+        "<table class='wb-compare'><tr><th>before</th><th>after</th></tr>"
+        f"<tr><td>{verdict_html(verification.before, timing=False)}</td>"
+        f"<td class='wb-after'>{verdict_html(verification.after, timing=False)}</td></tr>"
+        f"</table><pre>{html.escape(verification.summary())}</pre>"
+    )

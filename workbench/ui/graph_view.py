@@ -1,0 +1,113 @@
+"""Graph: Netron on the full models and on a focused view of the selected node, root causes outlined."""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+
+import ipywidgets as widgets
+
+from workbench.report import Diagnosis
+from workbench.ui.neighbourhood import FOCUS_NOTE, ROOT_NOTE, neighbourhood
+from workbench.ui.netron_server import NetronUnavailable, Page, shared_server
+from workbench.ui.state import WorkbenchState
+
+VIEWS = (("Around the selected node", "focus"), ("Whole candidate", "candidate"), ("Whole reference", "reference"))
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+class GraphPanel:
+    """Starts Netron only when first shown (`activate`), then follows the selected node."""
+
+    def __init__(self, diagnosis: Diagnosis, state: WorkbenchState, server_factory=shared_server):
+        self.diagnosis, self.state, self.server_factory = diagnosis, state, server_factory
+        self.roots = tuple(f.node for f in diagnosis.roots)
+        self.view = widgets.ToggleButtons(options=VIEWS, value="focus", style={"button_width": "auto"})
+        self.hops = widgets.BoundedIntText(value=2, min=1, max=8, description="hops", layout=widgets.Layout(width="140px"))
+        self.status = widgets.HTML()
+        self.frame = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.active = False
+        self.url: str | None = None
+        self.view.observe(lambda _: self.refresh(), "value")
+        self.hops.observe(lambda _: self.refresh(), "value")
+        state.observe(lambda _: self.refresh(), "node")
+        state.observe(self._on_verification, "verification")
+        self.widget = widgets.VBox([widgets.HBox([self.view, self.hops]), self.status, self.frame])
+        self.status.value = "<p>Netron starts when this tab is opened.</p>"
+
+    def activate(self) -> None:
+        self.active = True
+        self.refresh()
+
+    def refresh(self) -> None:
+        if not self.active:
+            return
+        self.url = None
+        problem = _where_netron_cannot_show()
+        if problem:
+            return self._show_problem(problem)
+        try:
+            page, note = self._page()
+            if page is None:
+                self.frame.value = ""
+                self.status.value = f"<p>{note}</p>"
+                return
+            server = self.server_factory()
+            self.url = server.base_url() + server.publish(page)
+        except NetronUnavailable as exc:
+            return self._show_problem(str(exc))
+        self.status.value = f"<p>{note} <a href='{html.escape(self.url)}' target='_blank'>Open in a new tab</a>.</p>"
+        self.frame.value = (f"<iframe class='wb-netron' src='{html.escape(self.url)}' title='Netron' "
+                            "style='width:100%;height:620px;border:1px solid #d0d7de'></iframe>")
+
+    def _page(self) -> tuple[Page | None, str]:
+        node = self.state.node or (self.roots[0] if self.roots else "")
+        outlined = self._outline_note()
+        if self.view.value == "focus":
+            if not node:
+                return None, "Select a node (Node inspector) to see its neighbourhood."
+            notes = {name: ROOT_NOTE for name in self.roots}
+            notes.setdefault(node, FOCUS_NOTE)
+            focused = neighbourhood(self.diagnosis.candidate.proto, node, self.hops.value, notes)
+            text = (f"The candidate's nodes within {self.hops.value} hops of <code>{html.escape(node)}</code>, "
+                    f"which is selected. {outlined}")
+            return Page("focused.onnx", focused.SerializeToString(), self.roots, node), text
+        model = self._whole_model(self.view.value)
+        if model.proto.ByteSize() > _PROTOBUF_LIMIT:
+            return None, f"{html.escape(model.name)} is over 2 GB: too large to show here; use the focused view."
+        text = f"The whole of <code>{html.escape(model.name)}</code> ({html.escape(model.origin)}). {outlined}"
+        return Page(f"{self.view.value}.onnx", model.proto.SerializeToString(), self.roots, node or None), text
+
+    def _whole_model(self, view: str):
+        if view == "fixed":
+            return self.state.verification.model
+        return self.diagnosis.candidate if view == "candidate" else self.diagnosis.reference
+
+    def _on_verification(self, change) -> None:
+        options = list(VIEWS) + ([("Whole fixed candidate", "fixed")] if change["new"] is not None else [])
+        current = self.view.value
+        self.view.options = options
+        self.view.value = current if current in {value for _, value in options} else "focus"
+
+    def _outline_note(self) -> str:
+        if not self.roots:
+            return "No root cause to outline."
+        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in self.roots)
+        return (f"Root cause {names} is outlined in red (its properties say {ROOT_NOTE}); "
+                "Netron's Ctrl+F finds any node by name.")
+
+    def _show_problem(self, problem: str) -> None:
+        self.frame.value = ""
+        self.status.value = (f"<p class='wb-netron-problem'><b>Netron cannot be shown here:</b> {html.escape(problem)} "
+                             "The other panels work without it.</p>")
+
+
+def _where_netron_cannot_show() -> str | None:
+    """Netron runs on the kernel's machine; a browser elsewhere cannot reach its loopback port."""
+    if "google.colab" in sys.modules:
+        return "in Colab the browser cannot reach a server started by the kernel."
+    if os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        return ("this is a JupyterHub server: Netron listens on the kernel's machine, which your browser "
+                "cannot reach; run `netron model.onnx` on your own machine instead.")
+    return None
