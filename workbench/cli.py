@@ -144,7 +144,7 @@ def _fix(args) -> int:
         raise WorkbenchError(f"refusing to overwrite the input model {source}; choose another output path with -o.")
     model = load_model(source)
     requested = tuple(parse_fix(spec) for spec in args.fix)
-    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    index = GraphIndex.of(model)
     for fix in requested:  # a bad request fails now, not after a diagnosis
         fix.check(index)
     progress = not args.json and sys.stderr.isatty()
@@ -195,7 +195,7 @@ def _nodes(args) -> int:
     from workbench.model import load_model
 
     model = load_model(args.model)
-    for node in GraphIndex(model.graph, list(model.proto.opset_import)).nodes:
+    for node in GraphIndex.of(model).nodes:
         print(f"{node.name}\t{node.op_type}\t{', '.join(node.input)} -> {', '.join(node.output)}")
     return 0
 

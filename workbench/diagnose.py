@@ -120,8 +120,8 @@ class _Search:
         self.reference, self.candidate, self.options = reference, candidate, options
         self.candidate_given = candidate_given
         self.reuse = reuse
-        self.ref_index = reuse.reference_index if reuse else GraphIndex(reference.graph, list(reference.proto.opset_import))
-        self.cand_index = GraphIndex(candidate.graph, list(candidate.proto.opset_import))
+        self.ref_index = reuse.reference_index if reuse else GraphIndex.of(reference)
+        self.cand_index = GraphIndex.of(candidate)
         if reuse is not None:
             self.ref_runner, self.cand_runner = reuse.runners
         else:
@@ -154,8 +154,10 @@ class _Search:
         self.alignment = align(self.ref_index, self.cand_index)
         output_diffs = self._output_diffs(cand_outputs)
         nodes, suspects = self._compare_nodes()
-        roots, warnings = self._findings(suspects)
         the_verdict = verdict(output_diffs)
+        if the_verdict == "ok":  # nothing to explain: only range faults are worth a warning
+            suspects = [(item, kind) for item, kind in suspects if kind in _WARN_WHEN_HARMLESS]
+        roots, warnings = self._findings(suspects)
         if the_verdict == "ok" and roots:
             warnings = [self._demoted(root) for root in roots] + warnings
             roots = []

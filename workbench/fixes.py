@@ -452,7 +452,7 @@ def _float_input_producers(index: GraphIndex, node: str) -> tuple[str, ...]:
 
 
 def _index(model: Model) -> GraphIndex:
-    return GraphIndex(model.graph, list(model.proto.opset_import))
+    return GraphIndex.of(model)
 
 
 def _stored_source(index: GraphIndex, name: str) -> str:

@@ -56,7 +56,7 @@ class ConversionStats:
 def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple[Model, ConversionStats]:
     """Return the FP16 variant of `model` (a new Model) and what the conversion did."""
     start = time.perf_counter()
-    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    index = GraphIndex.of(model)
     unknown = sorted(options.keep_nodes - set(index.node_by_name))
     if unknown:
         raise WorkbenchError(f"no node named '{unknown[0]}' in {model.name}; node names are listed by `workbench nodes`.")
@@ -71,7 +71,7 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
         casts_inserted=converter.casts_inserted,
     )
     origin = "fp16 conversion" + (" (clamped constants)" if options.clamp_constants else "")
-    return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)"), stats
+    return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)", arrays=converter.new_arrays), stats
 
 
 def _model_metadata(template: onnx.ModelProto) -> onnx.ModelProto:
@@ -96,6 +96,7 @@ class _GraphConverter:
         self.clamped: list[str] = []
         self.casts_inserted = 0
         self._casts: dict[tuple[str, int], str] = {}
+        self.new_arrays: dict[str, np.ndarray] = {}  # the FP16 initializers as arrays, for the new Model
         self._new_nodes: list[onnx.NodeProto] = []
 
     def _stays_fp32(self, node: onnx.NodeProto) -> bool:
@@ -217,23 +218,23 @@ class _GraphConverter:
             out.CopyFrom(tensor)
             return
         self.converted_initializers += 1
-        self._to_fp16(tensor, tensor.name, out)
+        half = self._half(self.index.initializer_array(tensor.name), tensor.name)
+        _write_fp16(tensor, half, out)
+        self.new_arrays[tensor.name] = half
 
     def _to_fp16(self, tensor: TensorProto, label: str, out: TensorProto | None = None) -> TensorProto:
         """`tensor` cast to FP16 (clamped if asked), written into `out` or a new TensorProto."""
-        values = _float32_values(tensor)
+        return _write_fp16(tensor, self._half(_float32_values(tensor), label), out)
+
+    def _half(self, values: np.ndarray, label: str) -> np.ndarray:
+        """float32 `values` as float16: beyond ±65504 they become ±inf, unless clamping is asked for."""
         if self.options.clamp_constants:
             finite_out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
             if finite_out_of_range.any():
                 values = np.where(finite_out_of_range, np.sign(values) * FP16_MAX, values)
                 self.clamped.append(label)
         with np.errstate(over="ignore"):
-            half = values.astype(np.float16)
-        out = TensorProto() if out is None else out
-        out.name, out.data_type, out.doc_string = tensor.name, F16, tensor.doc_string
-        out.dims.extend(tensor.dims)
-        out.raw_data = half.tobytes()
-        return out
+            return values.astype(np.float16)
 
     def _converted_inputs(self) -> list[onnx.ValueInfoProto]:
         result = []
@@ -255,6 +256,14 @@ class _GraphConverter:
                 new.type.tensor_type.elem_type = F16
             result.append(new)
         return result
+
+
+def _write_fp16(tensor: TensorProto, half: np.ndarray, out: TensorProto | None) -> TensorProto:
+    out = TensorProto() if out is None else out
+    out.name, out.data_type, out.doc_string = tensor.name, F16, tensor.doc_string
+    out.dims.extend(tensor.dims)
+    out.raw_data = half.tobytes()
+    return out
 
 
 def _float32_values(tensor: TensorProto) -> np.ndarray:

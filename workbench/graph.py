@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -38,6 +38,12 @@ class GraphIndex:
 
     graph: onnx.GraphProto
     opset_imports: list
+    arrays: dict = field(default_factory=dict)  # decoded initializers, shared with the Model (see Model.arrays)
+
+    @classmethod
+    def of(cls, model) -> "GraphIndex":
+        """The index of a workbench Model's main graph, sharing its decoded initializers."""
+        return cls(model.graph, list(model.proto.opset_import), model.arrays)
 
     @cached_property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -98,11 +104,16 @@ class GraphIndex:
 
     def initializer_array(self, name: str) -> np.ndarray:
         """The initializer's values; a read-only view of its bytes where possible (weights are large)."""
-        tensor = self.initializers[name]
-        dtype = _RAW_DTYPES.get(tensor.data_type)
-        if dtype is not None and tensor.raw_data and not tensor.external_data:
-            return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
-        return numpy_helper.to_array(tensor)
+        if name not in self.arrays:
+            self.arrays[name] = _decode(self.initializers[name])
+        return self.arrays[name]
+
+
+def _decode(tensor: TensorProto) -> np.ndarray:
+    dtype = _RAW_DTYPES.get(tensor.data_type)
+    if dtype is not None and tensor.raw_data and not tensor.external_data:
+        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+    return numpy_helper.to_array(tensor)
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:

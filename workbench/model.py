@@ -32,6 +32,9 @@ class Model:
     name: str
     origin: str = "file"
     path: Path | None = None
+    # Initializer values already decoded (name -> array), shared by whoever reads them next:
+    # a 400 MB model's weights are then copied out of protobuf once, not once per reader.
+    arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -41,8 +44,8 @@ class Model:
     def opset(self) -> int:
         return default_opset(self.proto)
 
-    def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None) -> "Model":
-        return Model(proto=proto, name=name or self.name, origin=origin, path=None)
+    def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None, arrays: dict | None = None) -> "Model":
+        return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {})
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
