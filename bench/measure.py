@@ -5,6 +5,8 @@ ru_maxrss with max(child's own peak RSS, largest peak RSS among the child's own 
 descendants). So it is the peak RSS of the largest single process in the child's tree
 (not a sum of processes alive at the same time; every tool measured here runs in one
 process, its threads included). Wall time is time.perf_counter() around start..reap.
+Caveat: Linux also counts the RSS this (parent) process has when it forks the child, so the
+process calling measure() must stay small; bench/run.py never loads a model's weights itself.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import autofix  # noqa: E402  (d. automatic fix, issue 3)
 import model as bench_model  # noqa: E402
 import report  # noqa: E402
 from measure import Run, checked, machine, measure, versions  # noqa: E402
@@ -63,13 +65,27 @@ def prepare() -> dict:
 
 def graph_facts(path: Path) -> dict:
     """Node count, tensor -> producing node, and the tensor `mask_scale` writes (for reading Polygraphy's log)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+    # The weights are not loaded: a child's peak RSS as os.wait4 reports it is at least this
+    # process's RSS when it forks the child, so this process must stay small (see measure.py).
+    graph = _nodes_only(path)
     producer = {out: (node.name, node.op_type) for node in graph.node for out in node.output}
     mask = next(node for node in graph.node if node.name == "mask_scale")
     return {"nodes": len(graph.node), "producer": producer, "mask_out": mask.output[0],
             "mask_inputs": list(mask.input), "size_mib": path.stat().st_size / 2**20}
+
+
+def _nodes_only(path: Path):
+    """The graph's nodes without its weights, read in a subprocess so this process never holds them."""
+    import onnx
+
+    script = (
+        "import onnx, sys; m = onnx.load(sys.argv[1]); del m.graph.initializer[:]; "
+        "sys.stdout.buffer.write(m.graph.SerializeToString())"
+    )
+    data = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, check=True).stdout
+    graph = onnx.GraphProto()
+    graph.ParseFromString(data)
+    return graph
 
 
 # ------------------------------------------------------------------ 3a. workbench diagnose
@@ -130,7 +146,8 @@ def main() -> int:
     setup = prepare()
     diag = {"workbench": bench_workbench(), "polygraphy": bench_polygraphy(setup["graph"])}
     conv = bench_conversion()
-    text = report.render(info, setup, diag, conv)
+    fix = autofix.bench_autofix_subprocess(bert_base="--autofix-bert-base" in sys.argv[1:])  # d. see bench/autofix.py
+    text = report.render(info, setup, diag, conv, fix)
     (HERE / "RESULTS.md").write_text(text)
     print("\n" + text)
     return 0
