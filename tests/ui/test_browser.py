@@ -170,4 +170,11 @@ def test_workbench_in_jupyterlab(lab, browser_page):
     expect(netron.locator('[id="node-name-mask_scale"]')).to_be_attached(timeout=30_000)
     expect(netron.locator("body")).to_have_attribute("data-workbench-focus", "selected", timeout=30_000)
     expect(netron.locator("#message-button")).to_be_hidden()  # no consent (or any other) modal
+
+    # A click on another node in Netron selects it in the workbench: the inspector follows.
+    neighbour = netron.locator('[id^="node-name-"]:not([id="node-name-mask_scale"])').first
+    name = neighbour.get_attribute("id").removeprefix("node-name-")
+    neighbour.click()
+    page.get_by_role("tab", name="Node inspector", exact=True).click()
+    expect(page.locator(".wb-node").first).to_contain_text(name, timeout=15_000)
     assert page.blocked == []

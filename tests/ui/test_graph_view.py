@@ -92,3 +92,12 @@ def test_a_fixed_model_can_be_shown_once_fixes_are_applied(panel):
     panel.view.value = "fixed"
     model = onnx.ModelProto.FromString(fetch(panel.url + "data/fixed.onnx"))
     assert len(model.graph.node) == len(verification.model.graph.node)
+
+
+def test_a_node_clicked_in_netron_becomes_the_selection(panel):
+    assert panel.picker.origin == panel.url.split("/", 3)[0] + "//" + panel.url.split("/", 3)[2]  # only Netron's origin
+    assert b"workbench-node" in fetch(panel.url + "workbench.js")  # the page posts clicked nodes to the notebook
+    panel.picker.node = "node_Softmax_98"
+    assert panel.state.node == "node_Softmax_98"
+    panel.picker.node = "no_such_node"  # a message naming no candidate node changes nothing
+    assert panel.state.node == "node_Softmax_98"

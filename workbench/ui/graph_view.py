@@ -11,6 +11,7 @@ import ipywidgets as widgets
 from workbench.report import Diagnosis
 from workbench.ui.neighbourhood import FOCUS_NOTE, ROOT_NOTE, neighbourhood
 from workbench.ui.netron_server import NetronUnavailable, Page, shared_server
+from workbench.ui.node_picker import NodePicker
 from workbench.ui.state import WorkbenchState
 
 VIEWS = (("Around the selected node", "focus"), ("Whole candidate", "candidate"), ("Whole reference", "reference"))
@@ -33,7 +34,10 @@ class GraphPanel:
         self.hops.observe(lambda _: self.refresh(), "value")
         state.observe(lambda _: self.refresh(), "node")
         state.observe(self._on_verification, "verification")
-        self.widget = widgets.VBox([widgets.HBox([self.view, self.hops]), self.status, self.frame])
+        self.node_names = {node.name for node in diagnosis.candidate.graph.node}
+        self.picker = NodePicker()  # a click on a node in Netron selects it here
+        self.picker.observe(self._on_pick, "node")
+        self.widget = widgets.VBox([widgets.HBox([self.view, self.hops]), self.status, self.frame, self.picker])
         self.status.value = "<p>Netron starts when this tab is opened.</p>"
 
     def activate(self) -> None:
@@ -54,6 +58,7 @@ class GraphPanel:
                 self.status.value = f"<p>{note}</p>"
                 return
             server = self.server_factory()
+            self.picker.origin = server.base_url().rstrip("/")
             self.url = server.base_url() + server.publish(page)
         except NetronUnavailable as exc:
             return self._show_problem(str(exc))
@@ -83,6 +88,11 @@ class GraphPanel:
         if view == "fixed":
             return self.state.verification.model
         return self.diagnosis.candidate if view == "candidate" else self.diagnosis.reference
+
+    def _on_pick(self, change) -> None:
+        """A node clicked in Netron becomes the selected node (the inspector and this view follow)."""
+        if change["new"] in self.node_names:
+            self.state.node = change["new"]
 
     def _on_verification(self, change) -> None:
         options = list(VIEWS) + ([("Whole fixed candidate", "fixed")] if change["new"] is not None else [])

@@ -24,6 +24,14 @@ PAGE_SCRIPT = r"""// Served by the workbench beside Netron's page (see netron_se
         }
     });
 
+    // A click on a node tells the notebook page (another origin) which node it was: the workbench selects it.
+    document.addEventListener('click', function (event) {
+        var element = event.target && event.target.closest ? event.target.closest('[id^="node-name-"]') : null;
+        if (element && window.parent !== window) {
+            window.parent.postMessage({ type: 'workbench-node', node: element.id.substring('node-name-'.length) }, '*');
+        }
+    }, true);
+
     // Once Netron has drawn the graph, select the focused node and scroll to it (internal API: best effort;
     // the outline from workbench.css does not depend on it).
     var meta = document.querySelector('meta[name="workbench-focus"]');
