@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from inline_models import parse_model
 from workbench.compare import Tolerance, align, tensor_diff, verdict
@@ -58,3 +59,11 @@ def test_alignment_never_matches_unrelated_names():
     reference = load_model(parse_model("g (float[N] x) => (float[N] y) { y = Neg(x) }"))
     other = load_model(parse_model("g (float[N] x) => (float[N] y) { z = Abs(x)\n y = Neg(z) }"))
     assert "z" not in align(GraphIndex(reference.graph, []), GraphIndex(other.graph, []))
+
+
+def test_huge_finite_values_are_compared_without_overflowing_the_squares():
+    # FP16/FP32 tensors are compared in float32; 3.4e38 squared would be inf there (rel-L2 inf/inf = nan).
+    reference = np.array([-3.4e38, 1.0], np.float32)
+    candidate = np.array([-3.0e38, 1.0], np.float32)
+    diff = tensor_diff(reference, candidate)
+    assert diff.rel_l2 == pytest.approx(0.4 / 3.4, rel=1e-6) and not diff.ok

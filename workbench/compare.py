@@ -47,8 +47,11 @@ def tensor_diff(reference: np.ndarray, candidate: np.ndarray, tolerance: Toleran
     if reference.dtype.kind not in "fc" or candidate.dtype.kind not in "fc":
         mismatched = int(np.count_nonzero(reference != candidate))
         return TensorDiff(rel_l2=mismatched / max(reference.size, 1), max_abs=float(mismatched > 0), nonfinite=0, ok=mismatched == 0)
-    ref = reference.astype(np.float64, copy=False)
-    cand = candidate.astype(np.float64, copy=False)
+    # FP16/FP32 tensors are compared in float32 (half the memory traffic of float64); a tensor whose
+    # squares would leave float32's range (the -3.4e38 of a mask) is compared in float64.
+    work = np.float64 if max(reference.dtype.itemsize, candidate.dtype.itemsize) > 4 else np.float32
+    ref = reference.astype(work, copy=False)
+    cand = candidate.astype(work, copy=False)
     ref_finite, cand_finite = np.isfinite(ref), np.isfinite(cand)
     nonfinite = int(np.count_nonzero(ref_finite & ~cand_finite))
     both = ref_finite & cand_finite
@@ -60,11 +63,17 @@ def tensor_diff(reference: np.ndarray, candidate: np.ndarray, tolerance: Toleran
         delta, ref_both = cand[both] - ref[both], ref[both]
     if not delta.size and ref.size:  # nothing finite to compare: the error is unbounded
         return TensorDiff(rel_l2=float("inf"), max_abs=float("inf"), nonfinite=nonfinite, ok=False)
+    max_abs = float(np.max(np.abs(delta))) if delta.size else 0.0
+    peak = float(np.max(np.abs(ref_both))) if ref_both.size else 0.0
+    if work is np.float32 and max(peak, max_abs) > _FLOAT32_SQUARE_SAFE:
+        ref_both, delta = ref_both.astype(np.float64), delta.astype(np.float64)
     denominator = max(_norm(ref_both), tolerance.floor * np.sqrt(max(ref_both.size, 1)))
     rel_l2 = _norm(delta) / denominator
-    max_abs = float(np.max(np.abs(delta))) if delta.size else 0.0
     ok = nonfinite == 0 and special_mismatch == 0 and rel_l2 <= tolerance.rel_l2
     return TensorDiff(rel_l2=rel_l2, max_abs=max_abs, nonfinite=nonfinite, ok=ok)
+
+
+_FLOAT32_SQUARE_SAFE = 1e15  # a sum of up to 1e8 squares of values below this stays finite in float32
 
 
 def _norm(values: np.ndarray) -> float:
