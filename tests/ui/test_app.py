@@ -95,3 +95,9 @@ def test_graph_tab_starts_netron_only_when_opened(bench):
     bench.tabs.selected_index = TABS.index("Graph")
     assert bench.graph.url and bench.graph.url.startswith("http://127.0.0.1:")
     assert bench.graph.url in bench.graph.frame.value
+
+
+def test_report_sentences_show_names_in_code_font_and_stay_escaped():
+    from workbench.ui.overview import prose_html
+
+    assert prose_html("Mul `mask<scale>`: 0 × -inf") == "Mul <code>mask&lt;scale&gt;</code>: 0 × -inf"

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 import workbench
 from workbench.errors import WorkbenchError
 from workbench.report import Diagnosis
-from workbench.ui.overview import verdict_html
+from workbench.ui.overview import prose_html, verdict_html
 from workbench.ui.state import WorkbenchState
 
 
@@ -46,8 +46,8 @@ class FixesPanel:
         toggle = widgets.Checkbox(value=chosen, description=fix.name, indent=False)
         self.toggles.append((toggle, fix))
         # Fixes change the FP32 source before conversion, so that is what their preview reads.
-        preview = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in fix.preview(self.diagnosis.reference))
-        return widgets.VBox([toggle, widgets.HTML(f"<div>{html.escape(fix.description)}</div><ul>{preview}</ul>")])
+        preview = "".join(f"<li>{prose_html(line)}</li>" for line in fix.preview(self.diagnosis.reference))
+        return widgets.VBox([toggle, widgets.HTML(f"<div>{prose_html(fix.description)}</div><ul>{preview}</ul>")])
 
     def chosen(self) -> list:
         return [fix for toggle, fix in self.toggles if toggle.value]

@@ -8,6 +8,7 @@ import ipywidgets as widgets
 
 from workbench.report import Diagnosis
 from workbench.ui import plots
+from workbench.ui.overview import prose_html
 from workbench.ui.state import WorkbenchState
 from workbench.ui.stats import NodeCatalog, NodeDetail, TensorPair, TensorStats, constant_text
 
@@ -124,7 +125,7 @@ def _heading_html(detail: NodeDetail, diagnosis: Diagnosis) -> str:
     heading = (f"<h3 class='wb-node'><code>{html.escape(detail.name)}</code> · {html.escape(detail.op_type)}"
                f"{badge.get(detail.finding, '')}</h3>")
     explanations = [f for f in diagnosis.roots + diagnosis.warnings if f.node == detail.name]
-    return heading + "".join(f"<p>{html.escape(f.explanation)}</p>" for f in explanations)
+    return heading + "".join(f"<p>{prose_html(f.explanation)}</p>" for f in explanations)
 
 
 def _tensors_html(tensors: tuple[TensorPair, ...]) -> str:

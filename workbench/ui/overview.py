@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Callable
 
 import ipywidgets as widgets
@@ -45,7 +46,7 @@ def outputs_html(diagnosis: Diagnosis) -> str:
 def finding_html(finding: Finding, label: str) -> str:
     return (
         f"<div class='wb-finding'><b>{label}</b> <code>{html.escape(finding.kind)}</code> at "
-        f"<code>{html.escape(finding.node)}</code> ({html.escape(finding.op_type)}): {html.escape(finding.explanation)}</div>"
+        f"<code>{html.escape(finding.node)}</code> ({html.escape(finding.op_type)}): {prose_html(finding.explanation)}</div>"
     )
 
 
@@ -72,3 +73,8 @@ class OverviewPanel:
             self.inspect_buttons.append(button)
             rows.append(widgets.HBox([button, widgets.HTML(finding_html(finding, label))]))
         return rows
+
+
+def prose_html(text: str) -> str:
+    """A report sentence as HTML: escaped, and its `names` in code font, as the CLI's backticks mean."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
