@@ -150,3 +150,35 @@ def test_onnxruntime_own_fp16_converter_hits_the_same_layernorm_fusion_bug(sampl
     theirs = convert_float_to_float16(onnx.load(path), keep_io_types=True)
     with pytest.raises(Exception, match="LayerNormalization"):
         ort.InferenceSession(theirs.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("g (int64[4] x) => (int64[4] y) { y = Add(x, x) }", "no floating-point tensors"),
+    ("g (float16[4] x) => (float16[4] y) { y = Exp(x) }", "already in FP16"),
+    ("g (double[4] x) => (double[4] y) { y = Exp(x) }", "its floats are float64"),
+])
+def test_a_model_without_fp32_tensors_is_a_clear_error(text, message):
+    with pytest.raises(WorkbenchError, match=message):
+        convert_to_fp16(load_model(parse_model(text)))
+
+
+def test_an_untyped_input_is_a_clear_error_not_a_silent_no_op():
+    proto = parse_model("g (float[4] x) => (float[4] y) { y = Exp(x) }")
+    proto.graph.input[0].CopyFrom(onnx.helper.make_empty_tensor_value_info("x"))
+    with pytest.raises(WorkbenchError, match="input 'x' of g has no type"):
+        convert_to_fp16(load_model(proto))
+
+
+def test_weights_cast_through_ort_match_numpy_bit_for_bit():
+    from workbench.fp16 import cast_to_fp16
+
+    rng = np.random.default_rng(0)
+    specials = np.array([65504, 65519, 65520, 1e6, -3.4028235e38, np.inf, -np.inf, np.nan, 6e-8, 2.9e-8, 3e-8,
+                         1e-8, -0.0, 2.0**-14, 2049, 2051, 1 + 2.0**-11], np.float32)
+    spread = (rng.standard_normal(1 << 17) * 10.0 ** rng.integers(-9, 7, 1 << 17)).astype(np.float32)
+    values = np.concatenate([specials, spread, -spread])  # large enough to go through ORT
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    got = cast_to_fp16(values)
+    assert got.shape == values.shape and got.dtype == np.float16
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))

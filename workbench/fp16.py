@@ -12,6 +12,7 @@ mishandle graph outputs read inside the graph, and leave Cast(to=FLOAT) alone.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -60,6 +61,8 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     unknown = sorted(options.keep_nodes - set(index.node_by_name))
     if unknown:
         raise WorkbenchError(f"no node named '{unknown[0]}' in {model.name}; node names are listed by `workbench nodes`.")
+    _check_input_types(index, model.name)
+    _check_has_fp32(index, model.name)
     converter = _GraphConverter(index, options)
     proto = _model_metadata(model.proto)
     converter.convert_main_into(proto.graph)
@@ -72,6 +75,37 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     )
     origin = "fp16 conversion" + (" (clamped constants)" if options.clamp_constants else "")
     return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)", arrays=converter.new_arrays), stats
+
+
+def _check_input_types(index: GraphIndex, model_name: str) -> None:
+    """Without its inputs' types the conversion cannot tell float from integer, and would change nothing."""
+    untyped = [name for name in index.input_names if name not in index.elem_types]
+    if untyped:
+        raise WorkbenchError(
+            f"input '{untyped[0]}' of {model_name} has no type, so the FP16 conversion cannot tell which "
+            "tensors are float; declare the input's type in the model, or convert it yourself and pass --candidate."
+        )
+
+
+def _check_has_fp32(index: GraphIndex, model_name: str) -> None:
+    """A model without FP32 tensors has nothing to convert: say why instead of reporting a vacuous 'ok'."""
+    types = set(index.elem_types.values())
+    if TensorProto.FLOAT in types or any(name not in index.elem_types for name in index.output_names):
+        return  # FP32 to convert, or types too unknown to tell
+    if TensorProto.FLOAT16 in types:
+        raise WorkbenchError(
+            f"{model_name} is already in FP16 (no FP32 tensors); diagnose the FP32 original, "
+            "or give this model as the candidate with --candidate."
+        )
+    if types & {TensorProto.DOUBLE, TensorProto.BFLOAT16}:
+        raise WorkbenchError(
+            f"{model_name} has no FP32 tensors (its floats are float64 or bfloat16) and the FP16 conversion "
+            "converts FP32 ones only, so it would change nothing; cast the model to FP32 first."
+        )
+    raise WorkbenchError(
+        f"{model_name} has no floating-point tensors (integer, boolean or string only); "
+        "an FP16 conversion changes nothing in it, so there is nothing to diagnose."
+    )
 
 
 def _model_metadata(template: onnx.ModelProto) -> onnx.ModelProto:
@@ -233,8 +267,7 @@ class _GraphConverter:
             if finite_out_of_range.any():
                 values = np.where(finite_out_of_range, np.sign(values) * FP16_MAX, values)
                 self.clamped.append(label)
-        with np.errstate(over="ignore"):
-            return values.astype(np.float16)
+        return cast_to_fp16(values)
 
     def _converted_inputs(self) -> list[onnx.ValueInfoProto]:
         result = []
@@ -256,6 +289,36 @@ class _GraphConverter:
                 new.type.tensor_type.elem_type = F16
             result.append(new)
         return result
+
+
+def cast_to_fp16(values: np.ndarray) -> np.ndarray:
+    """float32 -> float16, round to nearest even, beyond ±65504 to ±inf: numpy's astype, bit for bit.
+
+    Large weights go through a one-node ONNX Runtime Cast session: its SIMD conversion on both
+    cores is about 3x faster than numpy's (BERT-base: 0.3 s -> 0.1 s).
+    """
+    if values.size < _ORT_CAST_MIN_ELEMENTS or values.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            return values.astype(np.float16)
+    flat = np.ascontiguousarray(values).reshape(1, -1)
+    return _fp16_cast_session().run(None, {"x": flat})[0].reshape(values.shape)
+
+
+_ORT_CAST_MIN_ELEMENTS = 1 << 16
+
+
+@functools.lru_cache(maxsize=1)
+def _fp16_cast_session():
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=F16)], "cast_to_fp16",
+        [helper.make_tensor_value_info("x", F32, [1, None])], [helper.make_tensor_value_info("y", F16, [1, None])],
+    )
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _write_fp16(tensor: TensorProto, half: np.ndarray, out: TensorProto | None) -> TensorProto:
