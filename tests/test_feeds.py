@@ -82,3 +82,17 @@ def test_npz_round_trip_and_bad_file(tmp_path):
         load_feed(tmp_path / "bad.npz")
     with pytest.raises(WorkbenchError, match="no such inputs file"):
         load_feed(tmp_path / "missing.npz")
+
+
+def test_an_input_without_type_takes_the_feed_as_it_is_and_a_sequence_input_is_refused():
+    from onnx import TensorProto, helper
+
+    proto = parse_model("g (float[4] x) => (float[4] y) { y = Relu(x) }")
+    proto.graph.input[0].CopyFrom(helper.make_empty_tensor_value_info("x"))
+    index = GraphIndex.of(load_model(proto))
+    assert check_feed(index, {"x": np.ones(3, np.float32)}, "m")["x"].shape == (3,)
+    with pytest.raises(WorkbenchError, match="NaN or inf"):
+        check_feed(index, {"x": np.full(3, np.nan, np.float32)}, "m")
+    proto.graph.input[0].CopyFrom(helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None))
+    with pytest.raises(WorkbenchError, match="is a sequence, map or optional"):
+        check_feed(GraphIndex.of(load_model(proto)), {"x": np.ones(3, np.float32)}, "m")

@@ -48,3 +48,15 @@ def test_subgraph_outer_scope_reads_count_as_consumers():
         """
     )
     assert [n.op_type for n in index.consumers["x"]] == ["If"]
+
+
+def test_a_cycle_is_a_workbench_error():
+    import pytest
+    from onnx import helper
+    from workbench.errors import WorkbenchError
+
+    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])])
+    with pytest.raises(WorkbenchError, match="cycle through node 'add'"):
+        topological_order(graph)

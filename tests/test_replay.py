@@ -36,3 +36,25 @@ def test_downstream_follows_consumers_only():
     model = load_model(parse_model("g (float[N] x) => (float[N] y, float[N] z) { a = Neg(x)\n y = Abs(a)\n z = Neg(x) }"))
     index = GraphIndex(model.graph, [])
     assert [n.output[0] for n in downstream(index, ["a"])] == ["y"]
+
+
+def test_a_sequence_valued_node_is_a_clear_error_not_a_crash():
+    import pytest
+    from workbench.errors import WorkbenchError
+
+    model = load_model(parse_model("g (float[4] x) => (float[4] y) { s = SequenceConstruct(x, x) y = SequenceAt(s, i) }",
+                                   i=np.array(0, np.int64)))
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    with pytest.raises(WorkbenchError, match="'SequenceConstruct_0' .* produces a sequence"):
+        replay(index, NodeRunner(model.proto.opset_import, model.proto.ir_version), {"x": np.ones(4, np.float32)})
+
+
+def test_an_op_version_without_kernel_suggests_the_version_converter():
+    import onnx
+    import pytest
+    from workbench.replay import NodeFailure
+
+    model = load_model(onnx.parser.parse_model('<ir_version: 3, opset_import: ["" : 6]> g (float[4] x) => (float[4] y) { y = Add(x, x) }'))
+    index = GraphIndex(model.graph, list(model.proto.opset_import))
+    with pytest.raises(NodeFailure, match="no kernel for this op at this opset.*version_converter"):
+        replay(index, NodeRunner(model.proto.opset_import, model.proto.ir_version), {"x": np.ones(4, np.float32)})

@@ -28,7 +28,7 @@ from workbench.explain import InputEvidence, NodeEvidence
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
 from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
 from workbench.graph import GraphIndex, node_reads
-from workbench.model import Model, load_model
+from workbench.model import Model, full_proto, load_model
 from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
 from workbench.report import Diagnosis, Finding, NodeComparison
 
@@ -144,7 +144,7 @@ class _Search:
             self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
             self._forward_passes += 1
         if self.options.mode == "runtime":
-            outputs, intermediates = run_runtime(self.candidate.proto, self.cand_index, cand_feed, list(self.options.providers))
+            outputs, intermediates = run_runtime(full_proto(self.candidate), self.cand_index, cand_feed, list(self.options.providers))
             self.cand_values = {**cand_feed, **intermediates}
             cand_outputs = outputs
         else:
@@ -289,13 +289,15 @@ class _Search:
             return inputs[name].as_candidate
 
         local_outputs = self.cand_runner.run(node, read)
-        first = next(((n, v) for n, v in zip(node.output, local_outputs) if n and v is not None), None)
-        if first is None or first[0] not in self.alignment:
+        judged = [  # every output the reference has; a node is judged by its worst (Scan, Split, LayerNorm...)
+            (tensor_diff(self.ref_values[self.alignment[n]], v, self.tol), n, v)
+            for n, v in zip(node.output, local_outputs)
+            if n and v is not None and self.alignment.get(n) in self.ref_values
+        ]
+        if not judged:
             return None, {}
-        reference = self.ref_values.get(self.alignment[first[0]])
-        if reference is None:
-            return None, {}
-        item = NodeEvidence(node, list(inputs.values()), reference, first[1], tensor_diff(reference, first[1], self.tol))
+        diff, name, value = max(judged, key=lambda j: (j[0].nonfinite > 0, j[0].rel_l2))  # ties: the first output
+        item = NodeEvidence(node, list(inputs.values()), self.ref_values[self.alignment[name]], value, diff)
         return item, dict(zip(node.output, local_outputs))
 
     # -- harm ---------------------------------------------------------------------------------

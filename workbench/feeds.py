@@ -58,6 +58,10 @@ def check_feed(index: GraphIndex, feed: Feed, model_name: str) -> Feed:
 
 
 def _checked_array(name: str, value: np.ndarray, info: onnx.ValueInfoProto, dims: dict) -> np.ndarray:
+    if info.type.WhichOneof("value") is None:  # no type in the file: take the feed as it is
+        return _finite_checked(name, np.asarray(value))
+    if not info.type.HasField("tensor_type"):
+        raise WorkbenchError(f"input '{name}' is a sequence, map or optional, not a tensor; the workbench feeds tensors only.")
     tensor_type = info.type.tensor_type
     want = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
     value = np.asarray(value)
@@ -65,8 +69,7 @@ def _checked_array(name: str, value: np.ndarray, info: onnx.ValueInfoProto, dims
         raise WorkbenchError(
             f"input '{name}' must be {want.name}, the feed has {value.dtype.name}; save it as {want.name}."
         )
-    if _kind(want) == "f" and not np.isfinite(value).all():
-        raise WorkbenchError(f"input '{name}' holds NaN or inf; give finite inputs, the FP32 reference must be finite.")
+    _finite_checked(name, value)
     if tensor_type.HasField("shape"):
         shape = tensor_type.shape.dim
         if len(shape) != value.ndim:
@@ -83,6 +86,12 @@ def _checked_array(name: str, value: np.ndarray, info: onnx.ValueInfoProto, dims
                         f"inputs '{seen[1]}' and '{name}' disagree on '{dim.dim_param}' ({seen[0]} against {size})."
                     )
     return value.astype(want, copy=False)
+
+
+def _finite_checked(name: str, value: np.ndarray) -> np.ndarray:
+    if _kind(value.dtype) == "f" and not np.isfinite(value).all():
+        raise WorkbenchError(f"input '{name}' holds NaN or inf; give finite inputs, the FP32 reference must be finite.")
+    return value
 
 
 def _kind(dtype: np.dtype) -> str:

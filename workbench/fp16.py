@@ -249,7 +249,10 @@ class _GraphConverter:
 
     def _convert_initializer(self, tensor: TensorProto, out: TensorProto) -> None:
         if tensor.data_type != F32 or not self._initializer_goes_fp16(tensor.name):
-            out.CopyFrom(tensor)
+            if tensor.data_location == TensorProto.EXTERNAL:  # the new model holds its own data
+                out.CopyFrom(numpy_helper.from_array(np.asarray(self.index.initializer_array(tensor.name)), tensor.name))
+            else:
+                out.CopyFrom(tensor)
             return
         self.converted_initializers += 1
         half = self._half(self.index.initializer_array(tensor.name), tensor.name)

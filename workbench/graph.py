@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from workbench.errors import WorkbenchError
 from workbench.model import subgraphs
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,12 @@ class GraphIndex:
     graph: onnx.GraphProto
     opset_imports: list
     arrays: dict = field(default_factory=dict)  # decoded initializers, shared with the Model (see Model.arrays)
+    data_dir: Path | None = None  # where external-data weights live (see Model.data_dir)
 
     @classmethod
     def of(cls, model) -> "GraphIndex":
         """The index of a workbench Model's main graph, sharing its decoded initializers."""
-        return cls(model.graph, list(model.proto.opset_import), model.arrays)
+        return cls(model.graph, list(model.proto.opset_import), model.arrays, model.data_dir)
 
     @cached_property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -105,15 +108,34 @@ class GraphIndex:
     def initializer_array(self, name: str) -> np.ndarray:
         """The initializer's values; a read-only view of its bytes where possible (weights are large)."""
         if name not in self.arrays:
-            self.arrays[name] = _decode(self.initializers[name])
+            self.arrays[name] = _decode(self.initializers[name], self.data_dir)
         return self.arrays[name]
 
 
-def _decode(tensor: TensorProto) -> np.ndarray:
+def _decode(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return _external_array(tensor, data_dir)
     dtype = _RAW_DTYPES.get(tensor.data_type)
     if dtype is not None and tensor.raw_data and not tensor.external_data:
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
     return numpy_helper.to_array(tensor)
+
+
+def _external_array(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:
+    """A read-only memory map of an external-data weight: the file's pages, not a copy."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    dtype = _RAW_DTYPES.get(tensor.data_type)
+    shape = tuple(tensor.dims)
+    if data_dir is None:
+        raise WorkbenchError(f"tensor '{tensor.name}' keeps its data in an external file, and the model's folder is unknown.")
+    if dtype is None or not shape or 0 in shape:  # rare types and empty or scalar tensors: read them whole
+        from onnx.external_data_helper import load_external_data_for_tensor
+
+        loaded = TensorProto()
+        loaded.CopyFrom(tensor)
+        load_external_data_for_tensor(loaded, str(data_dir))
+        return numpy_helper.to_array(loaded)
+    return np.memmap(data_dir / info["location"], dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=shape)
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:
@@ -156,7 +178,10 @@ def topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
             else:
                 still_pending.append(node)
         if len(still_pending) == len(pending):
-            raise ValueError(f"graph has a cycle through node '{still_pending[0].name}'")
+            raise WorkbenchError(
+                f"the graph has a cycle through node '{still_pending[0].name}' ({still_pending[0].op_type}); "
+                "ONNX graphs must be acyclic: re-export the model."
+            )
         pending = still_pending
     return ordered
 

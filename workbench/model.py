@@ -35,6 +35,9 @@ class Model:
     # Initializer values already decoded (name -> array), shared by whoever reads them next:
     # a 400 MB model's weights are then copied out of protobuf once, not once per reader.
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
+    # The folder of the main graph's external-data files: those weights are memory-mapped when
+    # read (workbench.graph), never loaded into the proto, so a 4 GB model is not held twice.
+    data_dir: Path | None = None
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -45,7 +48,20 @@ class Model:
         return default_opset(self.proto)
 
     def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None, arrays: dict | None = None) -> "Model":
-        return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {})
+        """A derived model; it keeps `data_dir`, since a copied proto still points to the same external data."""
+        return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {}, data_dir=self.data_dir)
+
+
+def full_proto(model: Model) -> onnx.ModelProto:
+    """`model.proto` with its external data read in (a copy), for ONNX Runtime sessions and saving."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if model.data_dir is None or not any(uses_external_data(t) for t in model.graph.initializer):
+        return model.proto
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    load_external_data_for_model(proto, str(model.data_dir))
+    return proto
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
@@ -67,13 +83,14 @@ def load_model(source: "str | Path | onnx.ModelProto | Model", name: str | None 
         proto.CopyFrom(source)
         path = None
         default_name = source.graph.name or "model"
+        _refuse_unloaded_external_data(proto)
     else:
         path = Path(source)
         proto = _read_model_file(path)
         default_name = path.stem
     _check_structure(proto, str(path) if path else "the model")
     name_nodes(proto.graph)
-    return Model(proto=proto, name=name or default_name, origin="file", path=path)
+    return Model(proto=proto, name=name or default_name, origin="file", path=path, data_dir=path.parent if path else None)
 
 
 def _read_model_file(path: Path) -> onnx.ModelProto:
@@ -99,21 +116,51 @@ def _read_model_file(path: Path) -> onnx.ModelProto:
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
     tensors = [t for t in _all_initializers(proto.graph) if uses_external_data(t)]
     for tensor in tensors:
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not (path.parent / location).is_file():
-            raise WorkbenchError(
-                f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
-                f"put it next to the model in {path.parent}."
-            )
-    if tensors:
-        try:
-            load_external_data_for_model(proto, str(path.parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-            raise WorkbenchError(f"{path}: cannot read its external data ({exc}); re-save the model.") from None
+        _check_external_data(tensor, path)
+    # Main-graph weights stay in their files (memory-mapped when read); If/Loop/Scan bodies are
+    # converted and run as protos, so theirs are read in now.
+    for node in proto.graph.node:
+        for sub in subgraphs(node):
+            for tensor in _all_initializers(sub):
+                if uses_external_data(tensor):
+                    try:
+                        load_external_data_for_tensor(tensor, str(path.parent))
+                    except (OSError, ValueError) as exc:
+                        raise WorkbenchError(f"{path}: cannot read its external data ({exc}); re-save the model.") from None
+
+
+def _check_external_data(tensor: onnx.TensorProto, path: Path) -> None:
+    """The file a tensor's external data names exists and is long enough for it."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    data = path.parent / location
+    if not location or not data.is_file():
+        raise WorkbenchError(
+            f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
+            f"put it next to the model in {path.parent}."
+        )
+    end = int(info.get("offset", 0)) + int(info.get("length", 0))
+    if end > data.stat().st_size:
+        raise WorkbenchError(
+            f"{path}: external data file '{location}' ends before tensor '{tensor.name}' does "
+            f"({data.stat().st_size} of {end} bytes); the file is truncated: copy it again."
+        )
+
+
+def _refuse_unloaded_external_data(proto: onnx.ModelProto) -> None:
+    """A ModelProto in memory whose weights still point to a file: no directory to read them from."""
+    from onnx.external_data_helper import uses_external_data
+
+    tensor = next((t for t in _all_initializers(proto.graph) if uses_external_data(t)), None)
+    if tensor is not None:
+        raise WorkbenchError(
+            f"tensor '{tensor.name}' of the model keeps its data in an external file; pass the model's path "
+            "instead, or load it with onnx.load(path) (which reads the external data) before passing it."
+        )
 
 
 def _all_initializers(graph: onnx.GraphProto):
@@ -150,6 +197,7 @@ def _check_structure(proto: onnx.ModelProto, where: str) -> None:
         raise WorkbenchError(f"{where} has no nodes; there is nothing to diagnose.")
     if not graph.output:
         raise WorkbenchError(f"{where} has no graph outputs; the file may be truncated.")
+    _check_single_producers(graph, where)
     known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     for node in graph.node:
         known.update(node.output)
@@ -158,6 +206,23 @@ def _check_structure(proto: onnx.ModelProto, where: str) -> None:
         raise WorkbenchError(
             f"{where}: graph output '{missing[0]}' is produced by no node; the file may be truncated."
         )
+
+
+def _check_single_producers(graph: onnx.GraphProto, where: str) -> None:
+    """Each graph output listed once, each tensor written once: ONNX's rules, which tools rely on."""
+    outputs = [o.name for o in graph.output]
+    twice = next((name for name in outputs if outputs.count(name) > 1), None)
+    if twice is not None:
+        raise WorkbenchError(f"{where}: graph output '{twice}' is listed twice; each output must be listed once.")
+    producer = {i.name: "a graph input" for i in graph.input} | {t.name: "an initializer" for t in graph.initializer}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name and name in producer:
+                raise WorkbenchError(
+                    f"{where}: tensor '{name}' is produced by {producer[name]} and again by node "
+                    f"{index} ({node.op_type}); each tensor must have one producer: re-export the model."
+                )
+            producer[name] = f"node {index} ({node.op_type})"
 
 
 def name_nodes(graph: onnx.GraphProto, prefix: str = "") -> None:

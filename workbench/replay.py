@@ -55,6 +55,11 @@ class NodeRunner:
             results = session.run(None, {name: feed[name] for name in feed_names})
         except Exception as exc:  # ORT reports shape errors and missing kernels this way
             raise NodeFailure(node, exc) from None
+        if not all(isinstance(value, np.ndarray) for value in results):
+            raise WorkbenchError(
+                f"node '{node.name}' ({node.op_type}) produces a sequence, map or optional value; "
+                "the workbench compares tensors only and cannot diagnose this model."
+            )
         produced = iter(results)
         return [next(produced) if name else None for name in node.output]
 
@@ -94,11 +99,16 @@ class NodeFailure(WorkbenchError):
 
     def __init__(self, node: onnx.NodeProto, exc: Exception):
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        super().__init__(
-            f"node '{node.name}' ({node.op_type}) failed in ONNX Runtime: {detail[:300]}; "
-            "check that the inputs' shapes and types match what the model expects."
-        )
+        super().__init__(f"node '{node.name}' ({node.op_type}) failed in ONNX Runtime: {detail[:300]}; {_hint(detail)}")
         self.node_name = node.name
+
+
+def _hint(detail: str) -> str:
+    if "Could not find an implementation" in detail:  # e.g. Add-6: ORT implements opset 7 and later only
+        return ("ONNX Runtime has no kernel for this op at this opset and these types: for an old (before 7) "
+                "or very new opset, convert the model with onnx.version_converter (e.g. to 17); for FP16 types, "
+                "keep the op in FP32 (--keep-op-type).")
+    return "check that the inputs' shapes and types match what the model expects."
 
 
 def _signature(node, inputs, outer) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.model import Model, full_proto
 
 # Protobuf cannot serialize a message over 2 GiB; larger models keep their weights in a side file.
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -20,8 +20,9 @@ def save_model(model: Model, path: Path, protect: list[Path] = ()) -> Path:
         raise WorkbenchError(f"refusing to overwrite the input model {path}; choose another output path with -o.")
     if not path.parent.is_dir():
         raise WorkbenchError(f"cannot write {path}: folder {path.parent} does not exist.")
-    if model.proto.ByteSize() > _PROTOBUF_LIMIT:
-        onnx.save_model(model.proto, str(path), save_as_external_data=True, location=f"{path.name}.data")
+    proto = full_proto(model)
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        onnx.save_model(proto, str(path), save_as_external_data=True, location=f"{path.name}.data")
     else:
-        onnx.save_model(model.proto, str(path))
+        onnx.save_model(proto, str(path))
     return path
