@@ -182,3 +182,29 @@ def test_weights_cast_through_ort_match_numpy_bit_for_bit():
     got = cast_to_fp16(values)
     assert got.shape == values.shape and got.dtype == np.float16
     np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+
+
+def test_large_conversions_keep_their_fp16_weights_in_a_work_file_not_twice_in_memory(monkeypatch):
+    import gc
+
+    import onnxruntime as ort
+
+    from workbench import fp16
+    from workbench.graph import GraphIndex
+    from workbench.model import full_proto, load_model
+
+    monkeypatch.setattr(fp16, "SPILL_BYTES", 0)  # this tiny model counts as large
+    weights = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    model = load_model(parse_model("g (float[2,8] x) => (float[2,8] y) { y = MatMul(x, w) }", w=weights))
+    converted, _ = convert_to_fp16(model)
+    tensor = converted.graph.initializer[0]
+    assert tensor.data_location == onnx.TensorProto.EXTERNAL and converted.data_dir.is_dir()
+    mapped = GraphIndex.of(converted).initializer_array("w")
+    assert isinstance(mapped, np.memmap) and np.array_equal(mapped, weights.astype(np.float16))
+    x = np.ones((2, 8), np.float32)
+    session = ort.InferenceSession(full_proto(converted).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weights, rtol=1e-2)
+    folder = converted.data_dir
+    del converted, mapped
+    gc.collect()
+    assert not folder.exists()  # the work file goes with the model

@@ -13,7 +13,11 @@ mishandle graph outputs read inside the graph, and leave Cast(to=FLOAT) alone.
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 import time
+import weakref
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +68,8 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     _check_input_types(index, model.name)
     _check_has_fp32(index, model.name)
     converter = _GraphConverter(index, options)
+    if _fp16_bytes(index) > SPILL_BYTES:
+        converter.spill = _Spill()
     proto = _model_metadata(model.proto)
     converter.convert_main_into(proto.graph)
     stats = ConversionStats(
@@ -74,7 +80,49 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
         casts_inserted=converter.casts_inserted,
     )
     origin = "fp16 conversion" + (" (clamped constants)" if options.clamp_constants else "")
-    return model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)", arrays=converter.new_arrays), stats
+    converted = model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)", arrays=converter.new_arrays)
+    if converter.spill is not None:
+        converted = converter.spill.finish(converted)
+    return converted, stats
+
+
+# Above this many bytes of FP16 weights, the converted weights go to a file in a work directory of
+# the workbench's own and are memory-mapped from there, instead of being held twice in memory
+# (once in the proto, once as arrays for the replay). BERT-base (218 MB) stays in memory.
+SPILL_BYTES = 1 << 30
+
+
+def _fp16_bytes(index: GraphIndex) -> int:
+    return sum(2 * int(np.prod(t.dims)) for t in index.graph.initializer if t.data_type == F32)
+
+
+class _Spill:
+    """An external-data file for the converted weights, removed with the Model that reads it."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="workbench-fp16-"))
+        self.file = open(self.folder / "weights.fp16", "wb")
+        self.placed: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (offset, shape)
+
+    def write(self, tensor: TensorProto, half: np.ndarray, out: TensorProto) -> None:
+        offset = self.file.tell()
+        half.tofile(self.file)
+        out.name, out.data_type, out.doc_string = tensor.name, F16, tensor.doc_string
+        out.dims.extend(tensor.dims)
+        out.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "weights.fp16"), ("offset", str(offset)), ("length", str(half.nbytes))):
+            entry = out.external_data.add()
+            entry.key, entry.value = key, value
+        self.placed[tensor.name] = (offset, half.shape)
+
+    def finish(self, model: Model) -> Model:
+        self.file.close()
+        arrays = dict(model.arrays)
+        for name, (offset, shape) in self.placed.items():
+            arrays[name] = np.memmap(self.file.name, dtype=np.float16, mode="r", offset=offset, shape=shape)
+        spilled = Model(model.proto, model.name, model.origin, None, arrays, self.folder)
+        weakref.finalize(spilled, shutil.rmtree, self.folder, ignore_errors=True)
+        return spilled
 
 
 def _check_input_types(index: GraphIndex, model_name: str) -> None:
@@ -131,6 +179,7 @@ class _GraphConverter:
         self.casts_inserted = 0
         self._casts: dict[tuple[str, int], str] = {}
         self.new_arrays: dict[str, np.ndarray] = {}  # the FP16 initializers as arrays, for the new Model
+        self.spill: _Spill | None = None  # set for large models: converted weights go to a file
         self._new_nodes: list[onnx.NodeProto] = []
 
     def _stays_fp32(self, node: onnx.NodeProto) -> bool:
@@ -256,8 +305,11 @@ class _GraphConverter:
             return
         self.converted_initializers += 1
         half = self._half(self.index.initializer_array(tensor.name), tensor.name)
-        _write_fp16(tensor, half, out)
-        self.new_arrays[tensor.name] = half
+        if self.spill is not None and half.shape:
+            self.spill.write(tensor, half, out)  # the file holds it now; finish() maps it back
+        else:
+            _write_fp16(tensor, half, out)
+            self.new_arrays[tensor.name] = half
 
     def _to_fp16(self, tensor: TensorProto, label: str, out: TensorProto | None = None) -> TensorProto:
         """`tensor` cast to FP16 (clamped if asked), written into `out` or a new TensorProto."""
