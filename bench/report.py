@@ -26,7 +26,7 @@ def command(run: Run) -> str:
     return " ".join(f"'{c}'" if c == "*" else c for c in run.cmd)
 
 
-def render(info, setup, diag, conv, fix=None) -> str:
+def render(info, setup, diag, conv, fix=None, scale_text: str | None = None) -> str:
     parts = [
         "# Benchmark: workbench on BERT-base (legacy attention mask, FP16)",
         "Written by `bench/run.py`; every figure below is from its last run. Re-run with `make bench`.",
@@ -34,6 +34,7 @@ def render(info, setup, diag, conv, fix=None) -> str:
         diagnosis_section(diag, setup["graph"]),
         conversion_section(conv),
         *([autofix_section(fix)] if fix else []),
+        *([scale_text] if scale_text else []),
         commands_section(setup, diag, conv),
         method_section(setup, diag, conv),
     ]

@@ -20,6 +20,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import autofix  # noqa: E402  (d. automatic fix, issue 3)
+import scale  # noqa: E402  (e. memory and time against model size, issue 6)
 import model as bench_model  # noqa: E402
 import report  # noqa: E402
 from measure import Run, checked, machine, measure, versions  # noqa: E402
@@ -147,7 +148,8 @@ def main() -> int:
     diag = {"workbench": bench_workbench(), "polygraphy": bench_polygraphy(setup["graph"])}
     conv = bench_conversion()
     fix = autofix.bench_autofix_subprocess(bert_base="--autofix-bert-base" in sys.argv[1:])  # d. see bench/autofix.py
-    text = report.render(info, setup, diag, conv, fix)
+    sizes = scale.bench_scale()
+    text = report.render(info, setup, diag, conv, fix, scale.scale_section(sizes))
     (HERE / "RESULTS.md").write_text(text)
     print("\n" + text)
     return 0
