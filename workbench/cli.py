@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from workbench import variant_cli
 from workbench.errors import WorkbenchError
 
 EXIT_NOT_FIXED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2, 3
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodes = commands.add_parser("nodes", help="list the model's nodes with the names the workbench uses")
     nodes.add_argument("model")
+    _COMMANDS.update(variant_cli.add_cli(commands))  # optimize, quantize
     return parser
 
 
