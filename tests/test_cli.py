@@ -127,3 +127,9 @@ def test_fix_exits_1_when_the_model_still_fails_and_says_so(sample, tmp_path):
     result = run("fix", path, "--inputs", path.with_suffix(".npz"), "-o", out, "--no-auto", "--fix", "keep-fp32=ln_pow")
     assert result.returncode == 1, result.stderr
     assert "NOT FIXED" in result.stdout and "still failing verification" in result.stdout and out.exists()
+
+
+def test_memory_budget_option_gives_the_same_json(sample):
+    path, _ = sample("legacy_mask_bert")
+    args = ["diagnose", path, "--inputs", path.with_suffix(".npz"), "--json"]
+    assert json.loads(run(*args, "--memory-budget", "0").stdout) == json.loads(run(*args).stdout)

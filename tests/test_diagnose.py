@@ -176,3 +176,14 @@ def test_a_fault_the_runtime_hides_is_a_warning_when_the_outputs_are_fine():
     assert runtime.verdict == "ok" and runtime.roots == ()
     assert [w.kind for w in runtime.warnings] == ["activation_overflow"]
     assert "ONNX Runtime kept this tensor in FP32" in runtime.warnings[0].explanation
+
+
+@pytest.mark.parametrize("name", ["legacy_mask_bert", "layernorm_pow", "eps_underflow", "modern_mask_bert"])
+def test_a_memory_budget_drops_candidate_tensors_but_not_the_diagnosis(sample, name):
+    full = diagnose_sample(sample, name)
+    lean = diagnose_sample(sample, name, memory_budget_mb=0)
+    assert lean.stats["candidate_tensors_dropped"] > 0 and full.stats["candidate_tensors_dropped"] == 0
+    assert len(lean.candidate_values) < len(full.candidate_values) / 2
+    assert {o.name for o in lean.reference.graph.output} <= set(lean.candidate_values)  # outputs are kept
+    assert (lean.verdict, roots(lean), [w.kind for w in lean.warnings]) == (full.verdict, roots(full), [w.kind for w in full.warnings])
+    assert [(c.node, c.outputs, c.local) for c in lean.nodes] == [(c.node, c.outputs, c.local) for c in full.nodes]

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="faithful: round at every node as an FP16 engine does (default); runtime: run as ONNX Runtime does")
     diag.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="execution provider for the candidate")
     diag.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
+    diag.add_argument("--memory-budget", type=float, metavar="MIB",
+                      help="keep at most this many MiB of the candidate's tensors; the rest are compared as computed, then dropped")
     _add_conversion_options(diag)
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
 
@@ -126,6 +128,7 @@ def _diagnose(args) -> int:
         fp16=_fp16_options(args),
         providers=_providers(args.provider),
         progress=not args.json and sys.stderr.isatty(),
+        memory_budget_mb=args.memory_budget,
     )
     report = diagnose(args.model, args.candidate, inputs=args.inputs, options=options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())

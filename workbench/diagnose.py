@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -49,6 +50,10 @@ class DiagnoseOptions:
     fp16: Fp16Options = field(default_factory=Fp16Options)  # how to make the candidate when none is given
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # for the candidate in runtime mode
     progress: bool = False  # show tqdm progress bars
+    # MiB of the candidate's intermediate tensors to keep for inspection (None: all). Beyond it each
+    # tensor is compared as soon as it is computed and dropped after its last reader, keeping its
+    # statistics: the run then holds the activations once (the reference's), not twice. Faithful mode.
+    memory_budget_mb: float | None = None
 
 
 def diagnose(
@@ -134,6 +139,8 @@ class _Search:
         self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # suspect node name -> its local outputs
         self._worst_local: NodeEvidence | None = None
         self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
+        self._early_diffs: dict[str, dict[str, TensorDiff]] = {}  # node -> its outputs' diffs, compared as computed
+        self._released: dict[str, tuple[np.dtype, tuple]] = {}  # dropped candidate tensor -> (dtype, shape)
 
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float, conversion: ConversionStats | None = None) -> Diagnosis:
@@ -143,15 +150,15 @@ class _Search:
         else:
             self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
             self._forward_passes += 1
+        self.alignment = align(self.ref_index, self.cand_index)
         if self.options.mode == "runtime":
             outputs, intermediates = run_runtime(full_proto(self.candidate), self.cand_index, cand_feed, list(self.options.providers))
             self.cand_values = {**cand_feed, **intermediates}
             cand_outputs = outputs
         else:
-            self.cand_values = self._replay(self.cand_index, self.cand_runner, dict(cand_feed), "candidate (FP16)")
+            self.cand_values = self._candidate_pass(dict(cand_feed))
             cand_outputs = self.cand_values
         self._forward_passes += 1
-        self.alignment = align(self.ref_index, self.cand_index)
         output_diffs = self._output_diffs(cand_outputs)
         nodes, suspects = self._compare_nodes()
         the_verdict = verdict(output_diffs)
@@ -182,6 +189,7 @@ class _Search:
                 "forward_passes": self._forward_passes,
                 "node_runs": self.ref_runner.runs + self.cand_runner.runs - self._runs_before,
                 "sessions_built": self.ref_runner.sessions_built + self.cand_runner.sessions_built,
+                "candidate_tensors_dropped": len(self._released),
             },
             options=self.options,
             conversion=conversion,
@@ -192,14 +200,64 @@ class _Search:
 
     on_progress: Callable[[int, int], None] | None = None
 
-    def _replay(self, index: GraphIndex, runner: NodeRunner, values: Values, label: str) -> Values:
-        if self.on_progress is not None:
-            done = iter(range(1, len(index.nodes) + 1))
-            return replay(index, runner, values, on_node=lambda node, _: self.on_progress(next(done), len(index.nodes)))
-        if not self.options.progress:
-            return replay(index, runner, values)
-        with tqdm(total=len(index.nodes), desc=label, unit="node", leave=False) as bar:
-            return replay(index, runner, values, on_node=lambda node, _: bar.update())
+    def _replay(self, index: GraphIndex, runner: NodeRunner, values: Values, label: str, after_node=None) -> Values:
+        total = len(index.nodes)
+        done = iter(range(1, total + 1))
+        bar = tqdm(total=total, desc=label, unit="node", leave=False, disable=not self.options.progress or self.on_progress is not None)
+
+        def on_node(node: onnx.NodeProto, current: Values) -> None:
+            if after_node is not None:
+                after_node(node, current)
+            if self.on_progress is not None:
+                self.on_progress(next(done), total)
+            bar.update()
+
+        try:
+            return replay(index, runner, values, on_node=on_node)
+        finally:
+            bar.close()
+
+    # -- compare as you go (memory budget) ------------------------------------------------------
+    def _candidate_pass(self, feed: Values) -> Values:
+        budget = self.options.memory_budget_mb
+        if budget is None:
+            return self._replay(self.cand_index, self.cand_runner, feed, "candidate (FP16)")
+        remaining = {}
+        for node in self.cand_index.nodes:
+            for name in set(node_reads(node)):
+                remaining[name] = remaining.get(name, 0) + 1
+        keep = set(self.cand_index.output_names) | set(feed)
+        kept_bytes = 0  # bytes of released-eligible tensors kept within the budget
+
+        def release(name: str, values: Values) -> None:
+            nonlocal kept_bytes
+            if remaining.get(name, 0) > 0 or name in keep or name not in values or name not in self.alignment:
+                return
+            if self.cand_index.is_constant(name):
+                return
+            if kept_bytes + values[name].nbytes <= budget * 2**20:
+                kept_bytes += values[name].nbytes  # within the budget: kept for the inspector
+                return
+            self._released[name] = (values[name].dtype, values[name].shape)
+            del values[name]
+
+        def compare_then_release(node: onnx.NodeProto, values: Values) -> None:
+            self._early_diffs[node.name] = self._diffs(node, values)
+            for name in set(node_reads(node)):
+                remaining[name] -= 1
+                release(name, values)
+            for name in node.output:
+                if name:
+                    release(name, values)  # read by no node: done with already
+
+        return self._replay(self.cand_index, self.cand_runner, feed, "candidate (FP16)", compare_then_release)
+
+    def _diffs(self, node: onnx.NodeProto, values: Values) -> dict[str, TensorDiff]:
+        return {
+            name: tensor_diff(self.ref_values[self.alignment[name]], values[name], self.tol)
+            for name in node.output
+            if name in self.alignment and self.alignment[name] in self.ref_values and name in values
+        }
 
     def _ref_value(self, ref_name: str) -> np.ndarray:
         if ref_name not in self.ref_values:
@@ -237,11 +295,7 @@ class _Search:
         for node in self.cand_index.nodes:
             if self.cand_index.produces_constants(node):
                 continue  # a weight's Transpose or Cast: its faults show where it is read
-            diffs = {
-                name: tensor_diff(self.ref_values[self.alignment[name]], self.cand_values[name], self.tol)
-                for name in node.output
-                if name in self.alignment and self.alignment[name] in self.ref_values and name in self.cand_values
-            }
+            diffs = self._early_diffs.pop(node.name) if node.name in self._early_diffs else self._diffs(node, self.cand_values)
             poisoned.update(name for name, d in diffs.items() if d.nonfinite)
             local = None
             reads_lossy_constant = self._reads_lossy_constant(node)
@@ -269,6 +323,11 @@ class _Search:
 
     def _input_evidence(self, name: str) -> InputEvidence:
         """A candidate input's reference value, and that value cast to the candidate's type."""
+        if name in self._released:  # compared and dropped already: its type is all that is needed
+            dtype, _ = self._released[name]
+            ref = self._ref_value(self.alignment[name])
+            with np.errstate(over="ignore"):
+                return InputEvidence(self.alignment[name], False, ref, ref.astype(dtype, copy=False))
         cand = self._cand_value(name)
         ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
         if self.cand_index.is_constant(name) or ref.shape != cand.shape:
@@ -363,6 +422,9 @@ class _Search:
                 overlay[ref_name] = value.astype(overlay[ref_name].dtype) if value.dtype.kind == "f" else value
                 injected.append(ref_name)
         tainted, absorbed_by, turns_nonfinite = set(injected), None, None
+        after = downstream(self.ref_index, injected)
+        reads_left = Counter(name for later in after for name in set(node_reads(later)))
+        outputs = set(self.ref_index.output_names)
 
         def track(ref_node: onnx.NodeProto, values: Values) -> None:
             nonlocal absorbed_by, turns_nonfinite
@@ -373,9 +435,17 @@ class _Search:
                 absorbed_by = ref_node.name
             if turns_nonfinite is None and any(d.nonfinite for d in diffs.values()):
                 turns_nonfinite = ref_node.name
+            # Hold the injected run's tensors only while they matter: an unchanged one is the
+            # reference's own array again, a changed one is dropped after its last reader.
+            for name in diffs:
+                if name not in changed and name not in outputs:
+                    values[name] = self.ref_values[name]
+            for name in set(node_reads(ref_node)):
+                reads_left[name] -= 1
+                if reads_left[name] <= 0 and name not in outputs and name in self.ref_values:
+                    values[name] = self.ref_values[name]
 
-        nodes = _only_tainted(downstream(self.ref_index, injected), tainted)
-        replay(self.ref_index, self.ref_runner, overlay, nodes=nodes, on_node=track)
+        replay(self.ref_index, self.ref_runner, overlay, nodes=_only_tainted(after, tainted), on_node=track)
         worst = 0.0
         for name in self.ref_index.output_names:
             diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
