@@ -148,8 +148,8 @@ def main() -> int:
     diag = {"workbench": bench_workbench(), "polygraphy": bench_polygraphy(setup["graph"])}
     conv = bench_conversion()
     fix = autofix.bench_autofix_subprocess(bert_base="--autofix-bert-base" in sys.argv[1:])  # d. see bench/autofix.py
-    sizes = scale.bench_scale()
-    text = report.render(info, setup, diag, conv, fix, scale.scale_section(sizes))
+    sizes, activations = scale.bench_scale(), scale.bench_activations()
+    text = report.render(info, setup, diag, conv, fix, scale.scale_section(sizes, activations))
     (HERE / "RESULTS.md").write_text(text)
     print("\n" + text)
     return 0
