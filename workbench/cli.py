@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from workbench import variant_cli
+from workbench import export_check, speed, variant_cli
 from workbench.errors import WorkbenchError
 
 EXIT_NOT_FIXED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2, 3
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = commands.add_parser("nodes", help="list the model's nodes with the names the workbench uses")
     nodes.add_argument("model")
     _COMMANDS.update(variant_cli.add_cli(commands))  # optimize, quantize
+    _COMMANDS.update(export_check.add_cli(commands))  # export, export-check
+    _COMMANDS.update(speed.add_cli(commands))  # speed
     return parser
 
 
