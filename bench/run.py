@@ -149,7 +149,10 @@ def main() -> int:
     conv = bench_conversion()
     fix = autofix.bench_autofix_subprocess(bert_base="--autofix-bert-base" in sys.argv[1:])  # d. see bench/autofix.py
     sizes, activations = scale.bench_scale(), scale.bench_activations()
-    text = report.render(info, setup, diag, conv, fix, scale.scale_section(sizes, activations))
+    corpus_run = run([tool("python"), rel(HERE / "corpus.py")], "corpus")
+    import corpus  # (f. the corpus, issue 6) only now: it loads onnx, and measured children count this process's RSS
+    corpus_text = corpus.corpus_section(json.loads((WORK / "corpus.json").read_text()), corpus_run.seconds)
+    text = report.render(info, setup, diag, conv, fix, scale.scale_section(sizes, activations) + "\n\n" + corpus_text)
     (HERE / "RESULTS.md").write_text(text)
     print("\n" + text)
     return 0
