@@ -341,11 +341,6 @@ def corpus_section(outcomes: list[dict], seconds: float) -> str:
     tally: dict[str, int] = {}
     for outcome in outcomes:
         tally[outcome["status"]] = tally.get(outcome["status"], 0) + 1
-    errors: dict[str, int] = {}
-    for outcome in outcomes:
-        if outcome["status"] == "error":
-            key = outcome["detail"].split(";")[0].split(":")[-1].strip()[:60]
-            errors[key] = errors.get(key, 0) + 1
     return "\n".join([
         "## f. Corpus: every model a user might bring",
         f"`bench/corpus.py`: {len(outcomes)} models (the `onnx` package's backend test models and 10 transformers "
