@@ -133,3 +133,19 @@ def test_minilm_fused_fp32_and_fp16_against_baseline():
     assert comparison.worst.worst.rel_l2 < 1e-5 and len(comparison.worst.replaced) >= 2
     fp16 = variants.compare_fused(path, variants.optimize_transformer(path, 12, 384, float16=True), inputs=feed, mode="runtime")
     assert fp16.verdict == "ok" and 1e-4 < fp16.diagnosis.outputs["last_hidden_state"].rel_l2 < 1e-2
+
+
+def test_a_model_with_external_data_reaches_ort_tools_whole(tmp_path):
+    # Regression: weights kept in external data are memory-mapped, not in the proto; the file written
+    # for ORT's tools must hold them, or the quantizer and optimizer see a model without weights.
+    from inline_models import parse_model
+
+    weights = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    proto = parse_model("g (float[2,8] x) => (float[2,8] y) { y = MatMul(x, w) }", w=weights)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    optimized = variants.session_optimized(load_model(path), "basic")
+    quantized_model = variants.quantize_int8(load_model(path))
+    assert optimized.graph.initializer and quantized_model.graph.initializer
+    for model in (optimized, quantized_model):
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)

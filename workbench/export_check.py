@@ -35,7 +35,7 @@ from onnx import numpy_helper
 
 from workbench.compare import Tolerance, tensor_diff
 from workbench.errors import WorkbenchError
-from workbench.model import Model, load_model
+from workbench.model import Model, full_proto, load_model
 from workbench.report import _json_float
 
 Feed = dict[str, np.ndarray]
@@ -376,7 +376,7 @@ def check_export(module, model, example_inputs: Feed, shapes: Sequence[tuple[int
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
     try:
-        session = ort.InferenceSession(model.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(full_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise WorkbenchError(f"ONNX Runtime cannot load the export of {model.name}: {_first_line(exc)}") from None
     input_names = [i.name for i in session.get_inputs()]

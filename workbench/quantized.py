@@ -36,7 +36,7 @@ from workbench.compare import TensorDiff, Tolerance, align, tensor_diff
 from workbench.errors import WorkbenchError
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
 from workbench.graph import GraphIndex
-from workbench.model import Model, load_model
+from workbench.model import Model, full_proto, load_model
 from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
 from workbench.report import _json_float
 from workbench.variants import QUANTIZED_OPS, quantize_int8
@@ -306,7 +306,7 @@ def _run_plain(candidate: Model, feed: Feed) -> Values:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(candidate.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(full_proto(candidate).SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         text = str(exc).strip()
         raise WorkbenchError(f"ONNX Runtime cannot load the INT8 variant: {(text.splitlines()[-1] if text else type(exc).__name__)[:300]}") from None

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model, load_model
+from workbench.model import Model, full_proto, load_model
 from workbench.report import _json_float
 from workbench.task import mean_pooled_embeddings
 
@@ -135,7 +135,7 @@ def make_session(model, threads: int = 0):
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(model.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(full_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise WorkbenchError(f"ONNX Runtime cannot load {model.name}: {' '.join(str(exc).split())[:300]}") from None
 

@@ -36,6 +36,7 @@ from workbench.compare import TensorDiff, Tolerance
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex
 from workbench.model import Model, load_model, name_nodes
+from workbench.save import save_model
 from workbench.report import Diagnosis, _json_float
 
 MS_DOMAIN = "com.microsoft"
@@ -195,12 +196,7 @@ def _workdir():
 
 def _write(model: Model, folder: Path) -> Path:
     """The workbench's copy of the model (its node names) in our own folder, for tools that read files."""
-    path = folder / "source.onnx"
-    if model.proto.ByteSize() > 2**31 - 1:
-        onnx.save_model(model.proto, str(path), save_as_external_data=True, location="source.onnx.data")
-    else:
-        onnx.save_model(model.proto, str(path))
-    return path
+    return save_model(model, folder / "source.onnx")  # weights kept in external files are read in
 
 
 @contextmanager
