@@ -454,12 +454,8 @@ class _Search:
 
     def _demoted(self, root: Finding) -> Finding:
         """A fault that harms the outputs when injected alone, though this candidate's outputs are fine."""
-        why = (
-            "ONNX Runtime kept this tensor in FP32 inside its own run"
-            if self.options.mode == "runtime"
-            else "the other rounding errors happen to compensate on this feed"
-        )
-        text = f"{root.explanation}; it harms the outputs when put alone into the FP32 run, yet this candidate's outputs are within tolerance ({why})"
+        why = " (ONNX Runtime kept this tensor in FP32 inside its own run)" if self.options.mode == "runtime" else " on this feed"
+        text = f"{root.explanation}; it harms the outputs when put alone into the FP32 run, yet this candidate's outputs are within tolerance{why}"
         return replace(root, harmful=False, explanation=text)
 
     def _accumulated(self, item: NodeEvidence) -> Finding:
