@@ -108,7 +108,7 @@ def scale_section(rows: list[dict], activations: list[dict] | None = None) -> st
         f"{growth:.2f} GiB per GiB of FP32 weights (each FP32 weight once, plus its FP16 copy at half the size: 1.5). "
         "Peak RSS counts the weight files' pages mapped into the process: the FP32 weights are memory-mapped from "
         "their external data, never copied, and above 1 GiB the FP16 weights are written once to a work file and "
-        "mapped too. Before this, the workbench held each weight twice (protobuf and arrays): 8.9 GiB for 18 layers.",
+        "mapped too. Before this, the workbench held each weight twice (protobuf and arrays): 8.5 GiB for 18 layers.",
         "- Time grows less than linearly at these sizes: with 16 tokens the matrix products are small, and the fixed "
         "costs (starting Python, building about 40 single-node sessions, reading the files) dominate; the time per node "
         f"falls from {1000 * first['seconds'] / first['nodes']:.0f} ms to {1000 * last['seconds'] / last['nodes']:.0f} ms. "
