@@ -60,3 +60,26 @@ def test_a_cycle_is_a_workbench_error():
                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])])
     with pytest.raises(WorkbenchError, match="cycle through node 'add'"):
         topological_order(graph)
+
+
+def test_prefetch_decodes_every_initializer_and_keeps_errors_for_the_reader(tmp_path, monkeypatch):
+    import threading
+
+    import onnx
+
+    from workbench.graph import GraphIndex
+    from workbench.model import load_model
+
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    proto = parse_model("g (float[3,2] x) => (float[3,3] y) { y = MatMul(x, w) }", w=weights)
+    index = GraphIndex(proto.graph, list(proto.opset_import))
+    index.prefetch_initializers().join(timeout=10)
+    assert np.array_equal(index.arrays["w"], weights)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = load_model(path)
+    (tmp_path / "w.bin").unlink()  # gone after loading: the background thread fails, silently
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)  # where a thread's traceback would go
+    GraphIndex.of(model).prefetch_initializers().join(timeout=10)
+    assert escaped == []

@@ -145,6 +145,8 @@ class _Search:
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float, conversion: ConversionStats | None = None) -> Diagnosis:
         cand_feed = check_feed(self.cand_index, feed, self.candidate.name)
+        for index in (self.ref_index, self.cand_index):
+            index.prefetch_initializers()
         if self.reuse is not None:
             self.ref_values = self.reuse.reference_values  # read-only here: injections work on copies
         else:
