@@ -67,6 +67,7 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
         raise WorkbenchError(f"no node named '{unknown[0]}' in {model.name}; node names are listed by `workbench nodes`.")
     _check_input_types(index, model.name)
     _check_has_fp32(index, model.name)
+    index.prefetch_initializers()  # decoding overlaps the casts, which run outside the GIL
     converter = _GraphConverter(index, options)
     if _fp16_bytes(index) > SPILL_BYTES:
         converter.spill = _Spill()
