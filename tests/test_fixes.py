@@ -40,7 +40,7 @@ def mask_feed():
 
 
 def run(model, feed):
-    session = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feed)[0]
 
 

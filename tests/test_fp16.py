@@ -19,7 +19,7 @@ MASK_INITS = {"one": np.float32(1), "fmin": np.float32(np.finfo(np.float32).min)
 
 
 def run(model, feed):
-    session = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feed)
 
 

@@ -212,7 +212,7 @@ def test_token_ids_past_the_token_list_print_as_ids():
 
 
 def _run(model, feed):
-    session = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
 
 

@@ -229,7 +229,10 @@ def _dummy_sizes(feed: Feed) -> dict[str, int]:
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {t.name: t for t in graph.initializer}
+    small_ints = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+                  onnx.TensorProto.UINT8}
+    # Only small integer initializers can be shapes: the weights (maybe memory-mapped) are never read here.
+    values = {t.name: t for t in graph.initializer if t.data_type in small_ints and int(np.prod(t.dims)) <= 16}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:

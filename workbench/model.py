@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from workbench.errors import WorkbenchError
+from workbench.wire import parse_model_file
 
 
 # Opsets this onnx/onnxruntime pair can run; a newer model gets a clear error, not a crash later.
@@ -24,7 +25,9 @@ MAX_SUPPORTED_OPSET = onnx.defs.onnx_opset_version()
 class Model:
     """An ONNX model the workbench works on, with how it came to be.
 
-    `proto` is the workbench's own copy: every node has a unique, stable name.
+    `proto` is the workbench's own copy: every node has a unique, stable name. Its large
+    weights may stay in files (external data, or the .onnx file itself), memory-mapped when
+    read: use `to_proto()` for a complete ModelProto to hand to ONNX Runtime or onnx.save.
     `origin` says where it came from ("file", "fp16 conversion", ...).
     """
 
@@ -47,9 +50,22 @@ class Model:
     def opset(self) -> int:
         return default_opset(self.proto)
 
+    def to_proto(self) -> onnx.ModelProto:
+        """A complete ModelProto, for ONNX Runtime or onnx.save: `proto` may keep large weights in files."""
+        return full_proto(self)
+
     def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None, arrays: dict | None = None) -> "Model":
         """A derived model; it keeps `data_dir`, since a copied proto still points to the same external data."""
         return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {}, data_dir=self.data_dir)
+
+
+def model_bytes(model: Model) -> int:
+    """The size of the complete model, weights kept in files included, without reading them."""
+    external = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            external += int(next((e.value for e in tensor.external_data if e.key == "length"), 0))
+    return model.proto.ByteSize() + external
 
 
 def full_proto(model: Model) -> onnx.ModelProto:
@@ -98,13 +114,11 @@ def _read_model_file(path: Path) -> onnx.ModelProto:
         raise WorkbenchError(f"{path}: no such file; check the path to the .onnx model.")
     if path.is_dir():
         raise WorkbenchError(f"{path} is a directory; give the path to the .onnx file inside it.")
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise WorkbenchError(f"{path} is empty; re-export or copy the model again.")
-    proto = onnx.ModelProto()
     try:
-        proto.ParseFromString(data)
-    except DecodeError:
+        proto = parse_model_file(path)  # large weights stay in the file, memory-mapped when read
+    except (DecodeError, ValueError):
         raise WorkbenchError(
             f"{path} is not a readable ONNX model (truncated or not ONNX at all); "
             "re-export it or copy the complete file."

@@ -255,7 +255,7 @@ def _measure(reference, candidate, settings, feed, ref_index, runner, ref_values
     if outputs_only:
         outputs, intermediates, losses_too = _run_plain(candidate, cand_feed), {}, False
     else:
-        outputs, intermediates = run_runtime(candidate.proto, cand_index, cand_feed, ["CPUExecutionProvider"])
+        outputs, intermediates = run_runtime(full_proto(candidate), cand_index, cand_feed, ["CPUExecutionProvider"])
     cand_values = {**cand_feed, **intermediates, **outputs}
     alignment = align(ref_index, cand_index)
 

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model, full_proto, load_model
+from workbench.model import Model, full_proto, load_model, model_bytes
 from workbench.report import _json_float
 from workbench.task import mean_pooled_embeddings
 
@@ -424,7 +424,7 @@ def compare_variants(
             latency_p50_ms=timing.latency_p50_ms, latency_p90_ms=timing.latency_p90_ms, throughput=timing.throughput,
             accuracy=accuracy, accuracy_delta=accuracy - fp32_accuracy, agreement=float(np.mean(pred == fp32_pred)),
             min_cosine_to_fp32=float(np.nanmin(self_cos)) if np.isfinite(self_cos).any() else math.nan,
-            size_mb=variant.proto.ByteSize() / 2**20,
+            size_mb=model_bytes(variant) / 2**20,
         ))
     return SpeedTable(
         name=reference.name, rows=tuple(rows), threshold=threshold, pairs=len(pairs), test_pairs=len(test),

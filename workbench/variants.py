@@ -35,7 +35,7 @@ from onnx import TensorProto, helper
 from workbench.compare import TensorDiff, Tolerance
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex
-from workbench.model import Model, load_model, name_nodes
+from workbench.model import Model, load_model, model_bytes, name_nodes
 from workbench.save import save_model
 from workbench.report import Diagnosis, _json_float
 
@@ -153,7 +153,7 @@ def quantize_int8(
             quantize_dynamic(
                 source, target, op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
                 reduce_range=reduce_range, weight_type=types[weight_type], nodes_to_exclude=list(exclude),
-                use_external_data_format=reference.proto.ByteSize() > 2**31 - 1,
+                use_external_data_format=model_bytes(reference) > 2**31 - 1,
             )
         except Exception as exc:
             raise WorkbenchError(f"ONNX Runtime's dynamic quantization failed on {reference.name}: {_detail(exc)}") from None
