@@ -39,7 +39,8 @@ def _parse(buffer: memoryview, location: str) -> onnx.ModelProto:
     _, _, graph_start, graph_end, _ = graph
     graph_fields = list(_fields(buffer, graph_start, graph_end))
     initializers = [f for f in graph_fields if f[0] == _GRAPH_INITIALIZER and f[1] == _LENGTH_DELIMITED]
-    kept_graph = b"".join(bytes(buffer[f[4]:f[3]]) for f in graph_fields if f not in initializers)
+    initializer_starts = {f[4] for f in initializers}
+    kept_graph = b"".join(bytes(buffer[f[4]:f[3]]) for f in graph_fields if f[4] not in initializer_starts)
     model_bytes = b"".join(
         _field_bytes(_MODEL_GRAPH, kept_graph) if f is graph else bytes(buffer[f[4]:f[3]]) for f in fields
     )
