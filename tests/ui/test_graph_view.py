@@ -59,6 +59,8 @@ def test_full_models_can_be_shown(panel):
     panel.view.value = "reference"
     model = onnx.ModelProto.FromString(fetch(panel.url + "data/reference.onnx"))
     assert len(model.graph.node) == len(panel.diagnosis.reference.graph.node)
+    # The weights travel with the page: Netron cannot follow external-data references to the user's files.
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def test_following_the_selection_changes_the_focused_page(panel):

@@ -8,6 +8,7 @@ import sys
 
 import ipywidgets as widgets
 
+from workbench.model import model_bytes
 from workbench.report import Diagnosis
 from workbench.ui.neighbourhood import FOCUS_NOTE, ROOT_NOTE, neighbourhood
 from workbench.ui.netron_server import NetronUnavailable, Page, shared_server
@@ -79,10 +80,11 @@ class GraphPanel:
                     f"which is selected. {outlined}")
             return Page("focused.onnx", focused.SerializeToString(), self.roots, node), text
         model = self._whole_model(self.view.value)
-        if model.proto.ByteSize() > _PROTOBUF_LIMIT:
+        if model_bytes(model) > _PROTOBUF_LIMIT:
             return None, f"{html.escape(model.name)} is over 2 GB: too large to show here; use the focused view."
         text = f"The whole of <code>{html.escape(model.name)}</code> ({html.escape(model.origin)}). {outlined}"
-        return Page(f"{self.view.value}.onnx", model.proto.SerializeToString(), self.roots, node or None), text
+        # The whole model, weights read in: Netron cannot follow external-data references to the user's files.
+        return Page(f"{self.view.value}.onnx", model.to_proto().SerializeToString(), self.roots, node or None), text
 
     def _whole_model(self, view: str):
         if view == "fixed":
