@@ -32,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
     diag.add_argument("--mode", choices=["faithful", "runtime"], default="faithful",
                       help="faithful: round at every node as an FP16 engine does (default); runtime: run as ONNX Runtime does")
-    diag.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="execution provider for the candidate")
-    diag.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
-    diag.add_argument("--memory-budget", type=float, metavar="MIB",
-                      help="keep at most this many MiB of the candidate's tensors; the rest are compared as computed, then dropped")
+    _add_run_options(diag)
     _add_conversion_options(diag)
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
 
@@ -45,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("-o", "--output", required=True, help="where to write the fixed FP16 model")
     fix.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
     fix.add_argument("--mode", choices=["faithful", "runtime"], default="faithful", help="how the variant is verified (default faithful)")
-    fix.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per output (default 1e-2)")
+    _add_run_options(fix)
     _add_conversion_options(fix)
     fix.add_argument("--fix", action="append", default=[], metavar="NAME=TARGET",
                      help="apply this fix first (repeatable), e.g. mask-constant=val_32, keep-fp32=ln_pow,ln_var")
@@ -66,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     _COMMANDS.update(export_check.add_cli(commands))  # export, export-check
     _COMMANDS.update(speed.add_cli(commands))  # speed
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="execution provider for the candidate")
+    parser.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
+    parser.add_argument("--memory-budget", type=float, metavar="MIB",
+                        help="keep at most this many MiB of the candidate's tensors; the rest are compared as computed, then dropped")
 
 
 def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
@@ -120,11 +124,11 @@ def _providers(name: str) -> tuple[str, ...]:
     return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def _diagnose(args) -> int:
+def _diagnose_options(args):
     from workbench.compare import Tolerance
-    from workbench.diagnose import DiagnoseOptions, diagnose
+    from workbench.diagnose import DiagnoseOptions
 
-    options = DiagnoseOptions(
+    return DiagnoseOptions(
         mode=args.mode,
         tolerance=Tolerance(rel_l2=args.tolerance),
         fp16=_fp16_options(args),
@@ -132,15 +136,19 @@ def _diagnose(args) -> int:
         progress=not args.json and sys.stderr.isatty(),
         memory_budget_mb=args.memory_budget,
     )
-    report = diagnose(args.model, args.candidate, inputs=args.inputs, options=options)
+
+
+def _diagnose(args) -> int:
+    from workbench.diagnose import diagnose
+
+    report = diagnose(args.model, args.candidate, inputs=args.inputs, options=_diagnose_options(args))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
 
 def _fix(args) -> int:
     from workbench.autofix import auto_fix
-    from workbench.compare import Tolerance
-    from workbench.diagnose import DiagnoseOptions, diagnose
+    from workbench.diagnose import diagnose
     from workbench.fixes import parse_fix
     from workbench.graph import GraphIndex
     from workbench.model import load_model
@@ -154,13 +162,12 @@ def _fix(args) -> int:
     index = GraphIndex.of(model)
     for fix in requested:  # a bad request fails now, not after a diagnosis
         fix.check(index)
-    progress = not args.json and sys.stderr.isatty()
-    options = DiagnoseOptions(mode=args.mode, tolerance=Tolerance(rel_l2=args.tolerance), fp16=_fp16_options(args), progress=progress)
+    options = _diagnose_options(args)
     before = diagnose(model, inputs=args.inputs, options=options)
     if args.no_auto:
         result = apply_fixes(before, requested)
     else:
-        result = auto_fix(before, fixes=requested, progress=progress)
+        result = auto_fix(before, fixes=requested, progress=options.progress)
     if args.task:
         result = result.check_task(_task(args, result.after))
     result.save(target)

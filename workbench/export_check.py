@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +33,7 @@ from onnx import numpy_helper
 
 from workbench.compare import Tolerance, tensor_diff
 from workbench.errors import WorkbenchError
+from workbench.logs import muted
 from workbench.model import Model, full_proto, load_model
 from workbench.report import _json_float
 
@@ -68,7 +67,7 @@ def export(module, example_inputs: Feed, path=None, dynamic: bool = True, export
     kwargs = {k: torch.from_numpy(v) for k, v in feed.items()}
     module = module.eval()
     names = list(output_names) if output_names else None
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_logs():
+    with warnings.catch_warnings(), torch.no_grad(), muted("torch.onnx"):  # the dynamo exporter logs notes at WARNING
         warnings.simplefilter("ignore")  # the exporters' notes (axis names, TracerWarning, deprecations)
         try:
             if exporter == "dynamo":
@@ -110,18 +109,6 @@ def _export_legacy(torch, module, kwargs, dynamic, names, opset) -> onnx.ModelPr
     torch.onnx.export(module, (), buffer, kwargs=kwargs, dynamo=False, input_names=list(kwargs), output_names=names,
                       dynamic_axes=axes, opset_version=opset)
     return onnx.load_from_string(buffer.getvalue())
-
-
-@contextmanager
-def _quiet_torch_logs():
-    """The dynamo exporter logs notes (torchvision not installed, opset conversion) at WARNING: not the user's concern."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _clean(proto: onnx.ModelProto) -> None:

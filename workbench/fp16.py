@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.compare import FP16_MAX
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex, outer_scope_reads
+from workbench.graph import GraphIndex, decode_tensor, outer_scope_reads
 from workbench.model import Model, subgraphs
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -386,9 +386,7 @@ def _write_fp16(tensor: TensorProto, half: np.ndarray, out: TensorProto | None) 
 
 
 def _float32_values(tensor: TensorProto) -> np.ndarray:
-    if tensor.raw_data and not tensor.external_data:
-        return np.frombuffer(tensor.raw_data, dtype="<f4").reshape(tuple(tensor.dims))
-    return numpy_helper.to_array(tensor).astype(np.float32)
+    return decode_tensor(tensor).astype(np.float32, copy=False)
 
 
 def _constant_float_attrs_to_tensor(node: onnx.NodeProto) -> None:

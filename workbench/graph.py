@@ -109,7 +109,7 @@ class GraphIndex:
     def initializer_array(self, name: str) -> np.ndarray:
         """The initializer's values; a read-only view of its bytes where possible (weights are large)."""
         if name not in self.arrays:
-            self.arrays[name] = _decode(self.initializers[name], self.data_dir)
+            self.arrays[name] = decode_tensor(self.initializers[name], self.data_dir)
         return self.arrays[name]
 
     def prefetch_initializers(self) -> threading.Thread:
@@ -134,7 +134,8 @@ class GraphIndex:
         return thread
 
 
-def _decode(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:
+def decode_tensor(tensor: TensorProto, data_dir: Path | None = None) -> np.ndarray:
+    """A tensor's values: a view of its raw bytes where it has them, a memory map where they are external."""
     if tensor.data_location == TensorProto.EXTERNAL:
         return _external_array(tensor, data_dir)
     dtype = _RAW_DTYPES.get(tensor.data_type)

@@ -21,7 +21,6 @@ the FP32 graph between its inputs and its outputs that the fused graph no longer
 from __future__ import annotations
 
 import html
-import logging
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from onnx import TensorProto, helper
 from workbench.compare import TensorDiff, Tolerance
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex
+from workbench.logs import muted
 from workbench.model import Model, load_model, model_bytes, name_nodes
 from workbench.save import save_model
 from workbench.report import Diagnosis, _json_float
@@ -73,7 +73,7 @@ def optimize_transformer(
     reference = load_model(model)
     if opt_level not in (0, 1, 2, 99):
         raise WorkbenchError(f"opt_level {opt_level} is not one of 0, 1, 2, 99 (the optimizer's levels).")
-    with _workdir() as folder, _quiet():
+    with _workdir() as folder, muted():  # ORT's Python tools log advice at WARNING on the root logger
         source = _write(reference, folder)
         try:
             optimizer = optimize_model(
@@ -146,7 +146,7 @@ def quantize_int8(
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     if weight_type not in types:
         raise WorkbenchError(f"weight type '{weight_type}' is not int8 or uint8.")
-    with _workdir() as folder, _quiet():
+    with _workdir() as folder, muted():  # ORT's Python tools log advice at WARNING on the root logger
         source = _write(reference, folder)
         target = folder / "int8.onnx"
         try:
@@ -197,18 +197,6 @@ def _workdir():
 def _write(model: Model, folder: Path) -> Path:
     """The workbench's copy of the model (its node names) in our own folder, for tools that read files."""
     return save_model(model, folder / "source.onnx")  # weights kept in external files are read in
-
-
-@contextmanager
-def _quiet():
-    """ONNX Runtime's Python tools log advice at WARNING on the root logger ("run pre-processing..."); mute it."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
 
 
 def _detail(exc: Exception) -> str:
