@@ -1,4 +1,5 @@
 import numpy as np
+import onnx
 import pytest
 
 from inline_models import parse_model
@@ -96,3 +97,20 @@ def test_an_input_without_type_takes_the_feed_as_it_is_and_a_sequence_input_is_r
     proto.graph.input[0].CopyFrom(helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None))
     with pytest.raises(WorkbenchError, match="is a sequence, map or optional"):
         check_feed(GraphIndex.of(load_model(proto)), {"x": np.ones(3, np.float32)}, "m")
+
+
+def test_minus_one_and_zero_dims_are_dynamic():
+    """paddle2onnx writes dynamic axes as -1: `[-1, 3, ?, ?]` must accept any batch size."""
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, None, None])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        )
+    )
+    index = GraphIndex.of(load_model(model))
+    feed = check_feed(index, {"x": np.zeros((1, 3, 48, 192), np.float32)}, "m")
+    assert feed["x"].shape == (1, 3, 48, 192)
+    with pytest.raises(WorkbenchError, match="size 3 on axis 1"):
+        check_feed(index, {"x": np.zeros((1, 4, 48, 192), np.float32)}, "m")

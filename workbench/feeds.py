@@ -75,7 +75,7 @@ def _checked_array(name: str, value: np.ndarray, info: onnx.ValueInfoProto, dims
         if len(shape) != value.ndim:
             raise WorkbenchError(f"input '{name}' must have {len(shape)} dimensions, the feed has shape {value.shape}.")
         for axis, (dim, size) in enumerate(zip(shape, value.shape)):
-            if dim.HasField("dim_value") and dim.dim_value != size:
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:  # -1 or 0: dynamic
                 raise WorkbenchError(
                     f"input '{name}' must have size {dim.dim_value} on axis {axis}, the feed has shape {value.shape}."
                 )
