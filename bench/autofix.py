@@ -176,7 +176,7 @@ LOAD_FAILED = object()  # what the acmp-loadfail wrapper returns for a candidate
 def faithful_values(model, input_feed, output_names=None, sess_options=None):
     """Drop-in for amp.get_tensor_values_using_ort: the model's outputs from a node-by-node FP16-faithful replay."""
     from workbench.graph import GraphIndex
-    from workbench.replay import NodeRunner, replay
+    from workbench.engines.node_by_node import NodeRunner, replay
 
     index = GraphIndex(model.graph, list(model.opset_import))
     key = (model.ir_version, tuple((o.domain, o.version) for o in model.opset_import))

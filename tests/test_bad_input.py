@@ -61,17 +61,12 @@ def _cases(tmp_path) -> dict[str, tuple[list, str]]:
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "a_dir.onnx").mkdir()
     (tmp_path / "garbage.npz").write_bytes(b"not a zip at all")
-    sequence = parse_model("g (float[4] x) => (float[4] y) { s = SequenceConstruct(x, x) y = SequenceAt(s, i) }",
-                           i=np.array(0, np.int64))
-    old = onnx.parser.parse_model('<ir_version: 3, opset_import: ["" : 6]> g (float[4] x) => (float[4] y) { y = Add(x, x) }')
     return {
         "wrong magic (a PNG)": ([tmp_path / "png.onnx"], "not a readable ONNX model"),
         "empty file": ([tmp_path / "empty.onnx"], "is empty"),
         "directory as model": ([tmp_path / "a_dir.onnx"], "is a directory"),
         "opset newer than supported": ([_save(tmp_path / "new.onnx", _opset(parse_model(EXP), MAX_SUPPORTED_OPSET + 1))],
                                        "newer than"),
-        "opset older than onnxruntime runs": ([_save(tmp_path / "old.onnx", old), "--inputs",
-                                               _npz(tmp_path / "old.npz", x=np.ones(4, np.float32))], "version_converter"),
         "graph with a cycle": ([_save(tmp_path / "cycle.onnx", _cycle_model())], "cycle"),
         "graph output listed twice": ([_save(tmp_path / "dup_out.onnx", _duplicate_output(parse_model(EXP)))], "twice"),
         "tensor with two producers": ([_save(tmp_path / "two.onnx", _two_producers(parse_model(EXP)))], "produced by"),
@@ -79,8 +74,6 @@ def _cases(tmp_path) -> dict[str, tuple[list, str]]:
                               "--inputs", _npz(tmp_path / "ints.npz", x=np.arange(4))], "no floating-point tensors"),
         "already FP16": ([_save(tmp_path / "half.onnx", parse_model("g (float16[4] x) => (float16[4] y) { y = Exp(x) }")),
                           "--inputs", _npz(tmp_path / "half.npz", x=np.ones(4, np.float16))], "already in FP16"),
-        "sequence-valued node": ([_save(tmp_path / "seq.onnx", sequence), "--inputs",
-                                  _npz(tmp_path / "seq.npz", x=np.ones(4, np.float32))], "sequence"),
         "NaN in the feed": ([good, "--inputs", _npz(tmp_path / "nan.npz", x=np.full((2, 4), np.nan, np.float32))], "NaN"),
         "inf in the feed": ([good, "--inputs", _npz(tmp_path / "inf.npz", x=np.full((2, 4), np.inf, np.float32))], "inf"),
         "feed with an extra input": ([good, "--inputs", _npz(tmp_path / "extra.npz", z=np.ones(1), **GOOD_FEED)],
@@ -95,8 +88,8 @@ def _cases(tmp_path) -> dict[str, tuple[list, str]]:
 
 CASES = [
     "wrong magic (a PNG)", "empty file", "directory as model", "opset newer than supported",
-    "opset older than onnxruntime runs", "graph with a cycle", "graph output listed twice", "tensor with two producers",
-    "no float tensors", "already FP16", "sequence-valued node", "NaN in the feed", "inf in the feed",
+    "graph with a cycle", "graph output listed twice", "tensor with two producers",
+    "no float tensors", "already FP16", "NaN in the feed", "inf in the feed",
     "feed with an extra input", "wrong size on a fixed axis", "unreadable npz", "npz holding a pickled object",
 ]
 

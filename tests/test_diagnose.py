@@ -105,12 +105,13 @@ def test_clamping_constants_fixes_the_legacy_mask(sample):
 
 def test_json_contract(sample):
     data = json.loads(json.dumps(diagnose_sample(sample, "legacy_mask_bert").to_dict()))
-    assert set(data) == {"verdict", "roots", "warnings", "first_nonfinite", "outputs", "mode"}
+    # engine and precision: added with issue 10 (keys are only ever added)
+    assert set(data) == {"verdict", "roots", "warnings", "first_nonfinite", "outputs", "mode", "engine", "precision"}
     assert set(data["roots"][0]) == {"node", "op_type", "kind", "explanation", "fixes"}  # fixes: added with issue 3
     assert all(set(fix) == {"name", "description"} for fix in data["roots"][0]["fixes"])
     assert set(data["outputs"]["last_hidden_state"]) == {"rel_l2", "max_abs", "nonfinite"}
     assert data["outputs"]["last_hidden_state"]["rel_l2"] is None  # all NaN: unbounded, and JSON has no inf
-    assert data["mode"] == "faithful"
+    assert data["mode"] == "faithful" and data["engine"] == "emulate" and data["precision"] == "fp16"
 
 
 def test_report_renders_as_text_and_html(sample):

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from workbench import export_check, speed, variant_cli
 from workbench.errors import WorkbenchError
+from workbench.precision import PRECISIONS
+
+PRECISION_NAMES = list(PRECISIONS)
 
 EXIT_NOT_FIXED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2, 3
 
@@ -28,17 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("model", help="the reference (FP32) .onnx model")
     source = diag.add_mutually_exclusive_group()
     source.add_argument("--candidate", help="the variant to diagnose (default: the workbench's own FP16 conversion)")
-    source.add_argument("--precision", choices=["fp16"], default="fp16", help="make the candidate by converting to this precision")
+    source.add_argument("--precision", choices=PRECISION_NAMES, default="fp16", help="make the candidate by converting to this format")
     diag.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
     diag.add_argument("--mode", choices=["faithful", "runtime"], default="faithful",
-                      help="faithful: round at every node as an FP16 engine does (default); runtime: run as ONNX Runtime does")
+                      help="faithful: compute as a low-precision engine does (default); runtime: run as ONNX Runtime does")
     _add_run_options(diag)
     _add_conversion_options(diag)
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
 
     fix = commands.add_parser("fix", help="fix the FP16 variant until its outputs match, and write it")
     fix.add_argument("model", help="the reference (FP32) .onnx model")
-    fix.add_argument("--precision", choices=["fp16"], default="fp16", help="the precision to convert to")
+    fix.add_argument("--precision", choices=PRECISION_NAMES, default="fp16", help="the format to convert to")
     fix.add_argument("-o", "--output", required=True, help="where to write the fixed FP16 model")
     fix.add_argument("--inputs", help=".npz keyed by input name (default: generated inputs)")
     fix.add_argument("--mode", choices=["faithful", "runtime"], default="faithful", help="how the variant is verified (default faithful)")
@@ -54,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = commands.add_parser("convert", help="write the FP16 conversion of a model")
     conv.add_argument("model")
-    conv.add_argument("-o", "--output", required=True, help="where to write the FP16 model")
+    conv.add_argument("-o", "--output", required=True, help="where to write the converted model")
+    conv.add_argument("--precision", choices=PRECISION_NAMES, default="fp16", help="the format to convert to (default fp16)")
     _add_conversion_options(conv)
 
     nodes = commands.add_parser("nodes", help="list the model's nodes with the names the workbench uses")
@@ -66,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["emulate", "ort-kernels"], default="emulate",
+                        help="emulate: FP32 arithmetic, every low-precision tensor rounded where stored, one session (default); "
+                             "ort-kernels: ONNX Runtime's FP16 kernels, node by node")
     parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="execution provider for the candidate")
-    parser.add_argument("--tolerance", type=float, default=1e-2, help="relative L2 error allowed per tensor (default 1e-2)")
+    parser.add_argument("--tolerance", type=float,
+                        help="relative L2 error allowed per tensor (default: 1e-2 for FP16, 4e-2 BF16, 0.15 FP8 E4M3, 0.25 E5M2)")
     parser.add_argument("--memory-budget", type=float, metavar="MIB",
                         help="keep at most this many MiB of the candidate's tensors; the rest are compared as computed, then dropped")
 
@@ -111,6 +119,7 @@ def _fp16_options(args):
         clamp_constants=args.clamp_constants,
         keep_nodes=frozenset(args.keep_node),
         keep_op_types=frozenset(args.keep_op_type),
+        precision=getattr(args, "precision", None) or "fp16",
     )
 
 
@@ -130,7 +139,8 @@ def _diagnose_options(args):
 
     return DiagnoseOptions(
         mode=args.mode,
-        tolerance=Tolerance(rel_l2=args.tolerance),
+        engine=args.engine,
+        tolerance=Tolerance() if args.tolerance is None else Tolerance(rel_l2=args.tolerance),
         fp16=_fp16_options(args),
         providers=_providers(args.provider),
         progress=not args.json and sys.stderr.isatty(),
@@ -191,6 +201,7 @@ def _task(args, diagnosis):
 def _convert(args) -> int:
     from workbench.fp16 import convert_to_fp16
     from workbench.model import load_model
+    from workbench.precision import precision
     from workbench.save import save_model
 
     source, target = Path(args.model), Path(args.output)
@@ -198,7 +209,7 @@ def _convert(args) -> int:
     converted, stats = convert_to_fp16(model, _fp16_options(args))
     save_model(converted, target, protect=[source])
     print(
-        f"wrote {target}: {stats.converted_initializers} initializers to FP16, {stats.casts_inserted} Casts inserted, "
+        f"wrote {target}: {stats.converted_initializers} initializers to {precision(args.precision).label}, {stats.casts_inserted} Casts inserted, "
         f"{len(stats.kept_fp32)} nodes kept FP32, {len(stats.clamped)} constants clamped, in {stats.seconds:.2f} s"
     )
     return 0

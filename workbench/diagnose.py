@@ -29,8 +29,12 @@ from workbench.explain import InputEvidence, NodeEvidence
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
 from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
 from workbench.graph import GraphIndex, node_reads
-from workbench.model import Model, full_proto, load_model
-from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
+from workbench.model import Model, load_model
+from workbench.engines import Engine, make_engine
+from workbench.engines.emulate import EmulatingEngine
+from workbench.engines.opset import runnable
+from workbench.engines.node_by_node import Values, downstream, replay
+from workbench.precision import BY_ELEM_TYPE, FP16, Precision, of_types, precision
 from workbench.report import Diagnosis, Finding, NodeComparison
 
 MODES = ("faithful", "runtime")
@@ -45,7 +49,10 @@ _WARN_WHEN_HARMLESS = {
 
 @dataclass(frozen=True)
 class DiagnoseOptions:
-    mode: str = "faithful"  # faithful: round at every node as an FP16 engine does; runtime: run as ORT does
+    mode: str = "faithful"  # faithful: compute as a low-precision engine does; runtime: run as ORT does
+    # How the candidate is computed in faithful mode (workbench.engines): emulate (FP32 arithmetic, every
+    # low-precision tensor rounded where stored; one session) or ort-kernels (ORT's FP16 kernels node by node).
+    engine: str = "emulate"
     tolerance: Tolerance = field(default_factory=Tolerance)
     fp16: Fp16Options = field(default_factory=Fp16Options)  # how to make the candidate when none is given
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # for the candidate in runtime mode
@@ -71,13 +78,16 @@ def diagnose(
     """
     options = _with_overrides(options or DiagnoseOptions(), option_overrides)
     start = time.perf_counter()
-    reference = load_model(model)
+    reference, note = runnable(load_model(model))
+    notes = [note] if note else []
     conversion = None
     if candidate is None:
         candidate_model, conversion = convert_to_fp16(reference, options.fp16)
     else:
-        candidate_model = load_model(candidate)
+        candidate_model, note = runnable(load_model(candidate))
+        notes += [f"candidate: {note}"] if note else []
     search = _Search(reference, candidate_model, options, candidate_given=candidate is not None)
+    search.notes = tuple(notes)
     return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
 
 
@@ -89,13 +99,14 @@ def rediagnose(
 ) -> Diagnosis:
     """Diagnose another candidate against `before`'s reference, on the same feed and options.
 
-    The reference's captured tensors and both node runners (with their cached sessions) are
+    The reference's captured tensors and its engine (with its cached sessions) are
     reused, so checking a fixed variant costs one candidate pass plus its suspects.
     `progress(done, total)` is called after each node of the candidate pass.
     """
     start = time.perf_counter()
     search = _Search(before.reference, candidate, before.options, candidate_given=before.candidate_given, reuse=before)
     search.on_progress = progress
+    search.notes = before.notes
     return search.run(before.feed, start, conversion)
 
 
@@ -107,7 +118,13 @@ def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOption
     options = replace(options, **overrides)
     if options.mode not in MODES:
         raise WorkbenchError(f"unknown mode '{options.mode}'; use one of {', '.join(MODES)}.")
+    if options.engine not in ("emulate", "ort-kernels"):
+        raise WorkbenchError(f"unknown engine '{options.engine}'; use emulate or ort-kernels (or --mode runtime).")
     return options
+
+
+def engine_name(options: DiagnoseOptions) -> str:
+    return "runtime" if options.mode == "runtime" else options.engine
 
 
 def _resolve_feed(index: GraphIndex, inputs, model_name: str) -> Feed:
@@ -127,15 +144,14 @@ class _Search:
         self.reuse = reuse
         self.ref_index = reuse.reference_index if reuse else GraphIndex.of(reference)
         self.cand_index = GraphIndex.of(candidate)
-        if reuse is not None:
-            self.ref_runner, self.cand_runner = reuse.runners
-        else:
-            self.ref_runner = NodeRunner(reference.proto.opset_import, reference.proto.ir_version)
-        if reuse is None or not _same_opsets(reuse.candidate.proto, candidate.proto):
-            self.cand_runner = NodeRunner(candidate.proto.opset_import, candidate.proto.ir_version, list(options.providers))
-        self._runs_before = self.ref_runner.runs + self.cand_runner.runs
+        # The reference runs in FP32 on the same emulating engine: a plain FP32 session, every tensor marked.
+        self.ref_engine: Engine = reuse.engines[0] if reuse is not None else EmulatingEngine(reference, self.ref_index)
+        self.cand_engine: Engine = make_engine(engine_name(options), candidate, self.cand_index, options.providers)
+        self._runs_before = self.ref_engine.runs
         self._forward_passes = 0
-        self.tol = options.tolerance
+        # The format asked for, or for a given candidate the one it stores most tensors in.
+        self.precision = of_types(self.cand_index.elem_types.values()) if candidate_given else precision(options.fp16.precision)
+        self.tol = _tolerance_for(options.tolerance, self.precision)
         self._local_outputs: dict[str, dict[str, np.ndarray]] = {}  # suspect node name -> its local outputs
         self._worst_local: NodeEvidence | None = None
         self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
@@ -150,18 +166,12 @@ class _Search:
         if self.reuse is not None:
             self.ref_values = self.reuse.reference_values  # read-only here: injections work on copies
         else:
-            self.ref_values = self._replay(self.ref_index, self.ref_runner, dict(feed), "reference (FP32)")
+            self.ref_values = self.ref_engine.capture(dict(feed))
             self._forward_passes += 1
         self.alignment = align(self.ref_index, self.cand_index)
-        if self.options.mode == "runtime":
-            outputs, intermediates = run_runtime(full_proto(self.candidate), self.cand_index, cand_feed, list(self.options.providers))
-            self.cand_values = {**cand_feed, **intermediates}
-            cand_outputs = outputs
-        else:
-            self.cand_values = self._candidate_pass(dict(cand_feed))
-            cand_outputs = self.cand_values
+        self.cand_values = self._candidate_pass(dict(cand_feed))
         self._forward_passes += 1
-        output_diffs = self._output_diffs(cand_outputs)
+        output_diffs = self._output_diffs(self.cand_values)
         nodes, suspects = self._compare_nodes()
         the_verdict = verdict(output_diffs)
         if the_verdict == "ok":  # nothing to explain: only range faults are worth a warning
@@ -179,6 +189,8 @@ class _Search:
             first_nonfinite=self._first_nonfinite(nodes),
             outputs=output_diffs,
             mode=self.options.mode,
+            engine=self.cand_engine.name,
+            precision=self.precision.name,
             reference=self.reference,
             candidate=self.candidate,
             nodes=tuple(nodes),
@@ -189,21 +201,29 @@ class _Search:
             stats={
                 "seconds": time.perf_counter() - start,
                 "forward_passes": self._forward_passes,
-                "node_runs": self.ref_runner.runs + self.cand_runner.runs - self._runs_before,
-                "sessions_built": self.ref_runner.sessions_built + self.cand_runner.sessions_built,
+                "engine_runs": self.ref_engine.runs + self.cand_engine.runs - self._runs_before,
+                "sessions_built": self.ref_engine.sessions_built + self.cand_engine.sessions_built,
                 "candidate_tensors_dropped": len(self._released),
             },
             options=self.options,
             conversion=conversion,
             candidate_given=self.candidate_given,
             reference_index=self.ref_index,
-            runners=(self.ref_runner, self.cand_runner),
+            engines=(self.ref_engine, self.cand_engine),
+            notes=self.notes,
         )
 
     on_progress: Callable[[int, int], None] | None = None
+    notes: tuple[str, ...] = ()
 
-    def _replay(self, index: GraphIndex, runner: NodeRunner, values: Values, label: str, after_node=None) -> Values:
-        total = len(index.nodes)
+    def _capture(self, feed: Values, label: str, after_node=None) -> Values:
+        """The candidate's tensors; node by node (with a progress bar) when each must be seen as computed."""
+        total = len(self.cand_index.nodes)
+        if after_node is None and not self.options.progress:
+            values = self.cand_engine.capture(feed)
+            if self.on_progress is not None:
+                self.on_progress(total, total)
+            return values
         done = iter(range(1, total + 1))
         bar = tqdm(total=total, desc=label, unit="node", leave=False, disable=not self.options.progress or self.on_progress is not None)
 
@@ -215,15 +235,16 @@ class _Search:
             bar.update()
 
         try:
-            return replay(index, runner, values, on_node=on_node)
+            return self.cand_engine.capture(feed, on_node=on_node)
         finally:
             bar.close()
 
     # -- compare as you go (memory budget) ------------------------------------------------------
     def _candidate_pass(self, feed: Values) -> Values:
         budget = self.options.memory_budget_mb
+        label = f"candidate ({self.precision.label})"
         if budget is None:
-            return self._replay(self.cand_index, self.cand_runner, feed, "candidate (FP16)")
+            return self._capture(feed, label)
         remaining = {}
         for node in self.cand_index.nodes:
             for name in set(node_reads(node)):
@@ -252,7 +273,7 @@ class _Search:
                 if name:
                     release(name, values)  # read by no node: done with already
 
-        return self._replay(self.cand_index, self.cand_runner, feed, "candidate (FP16)", compare_then_release)
+        return self._capture(feed, label, compare_then_release)
 
     def _diffs(self, node: onnx.NodeProto, values: Values) -> dict[str, TensorDiff]:
         return {
@@ -301,7 +322,8 @@ class _Search:
             poisoned.update(name for name, d in diffs.items() if d.nonfinite)
             local = None
             reads_lossy_constant = self._reads_lossy_constant(node)
-            if reads_lossy_constant or (not all(d.ok for d in diffs.values()) and not poisoned.intersection(node.input)):
+            rerun = reads_lossy_constant or (not all(d.ok for d in diffs.values()) and not poisoned.intersection(node.input))
+            if rerun and not self._reads_non_tensor(node):
                 item, local_outputs = self._evidence(node)
                 if item is not None:
                     local = item.local_diff
@@ -313,6 +335,10 @@ class _Search:
                         self._worst_local = item
             comparisons.append(NodeComparison(node.name, node.op_type, diffs, local))
         return comparisons, suspects
+
+    def _reads_non_tensor(self, node: onnx.NodeProto) -> bool:
+        """A node reading a sequence cannot run alone on captured values: only tensors are captured."""
+        return any(name in self.cand_index.non_tensor_values for name in node_reads(node))
 
     def _reads_lossy_constant(self, node: onnx.NodeProto) -> bool:
         return any(self._constant_is_lossy(name) for name in node.input if name and self.cand_index.is_constant(name))
@@ -328,17 +354,23 @@ class _Search:
         if name in self._released:  # compared and dropped already: its type is all that is needed
             dtype, _ = self._released[name]
             ref = self._ref_value(self.alignment[name])
-            with np.errstate(over="ignore"):
-                return InputEvidence(self.alignment[name], False, ref, ref.astype(dtype, copy=False))
+            return InputEvidence(self.alignment[name], False, ref, self._stored_as_candidate(name, ref, dtype), self.precision)
         cand = self._cand_value(name)
         ref = self._ref_value(self.alignment[name]) if name in self.alignment else cand
         if self.cand_index.is_constant(name) or ref.shape != cand.shape:
             as_cand = cand  # a constant is the candidate's own: a fix may have rewritten it (-1e4 for -3.4e38)
         else:
-            with np.errstate(over="ignore"):
-                as_cand = ref.astype(cand.dtype, copy=False)
+            as_cand = self._stored_as_candidate(name, ref, cand.dtype)
         shown = self.alignment.get(name, name)  # the user knows the reference's names
-        return InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand)
+        return InputEvidence(shown, self.cand_index.is_constant(name), ref, as_cand, self.precision)
+
+    def _stored_as_candidate(self, name: str, ref: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """The reference's value as the candidate stores tensor `name` (rounded to BF16/FP8 where it is one)."""
+        fmt = BY_ELEM_TYPE.get(self.cand_index.elem_types.get(name))
+        if fmt is not None and ref.dtype.kind == "f":
+            return fmt.store(ref)
+        with np.errstate(over="ignore"):
+            return ref.astype(dtype, copy=False)
 
     def _evidence(self, node: onnx.NodeProto) -> tuple[NodeEvidence | None, dict[str, np.ndarray]]:
         """The node's own error: run in candidate precision on the reference's inputs."""
@@ -349,7 +381,7 @@ class _Search:
                 inputs[name] = self._input_evidence(name)
             return inputs[name].as_candidate
 
-        local_outputs = self.cand_runner.run(node, read)
+        local_outputs = self.cand_engine.run_node(node, read)
         judged = [  # every output the reference has; a node is judged by its worst (Scan, Split, LayerNorm...)
             (tensor_diff(self.ref_values[self.alignment[n]], v, self.tol), n, v)
             for n, v in zip(node.output, local_outputs)
@@ -358,7 +390,7 @@ class _Search:
         if not judged:
             return None, {}
         diff, name, value = max(judged, key=lambda j: (j[0].nonfinite > 0, j[0].rel_l2))  # ties: the first output
-        item = NodeEvidence(node, list(inputs.values()), self.ref_values[self.alignment[name]], value, diff)
+        item = NodeEvidence(node, list(inputs.values()), self.ref_values[self.alignment[name]], value, diff, self.precision)
         return item, dict(zip(node.output, local_outputs))
 
     # -- harm ---------------------------------------------------------------------------------
@@ -447,7 +479,9 @@ class _Search:
                 if reads_left[name] <= 0 and name not in outputs and name in self.ref_values:
                     values[name] = self.ref_values[name]
 
-        replay(self.ref_index, self.ref_runner, overlay, nodes=_only_tainted(after, tainted), on_node=track)
+        # A fault that flows into a sequence is followed no further: sequences are not captured.
+        followed = [n for n in after if not any(name in self.ref_index.non_tensor_values for name in node_reads(n))]
+        replay(self.ref_index, self.ref_engine.node_runner, overlay, nodes=_only_tainted(followed, tainted), on_node=track)
         worst = 0.0
         for name in self.ref_index.output_names:
             diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
@@ -491,10 +525,11 @@ def _zeros_moved(reference: np.ndarray, value: np.ndarray) -> bool:
     return bool(np.any((reference == 0) != (value == 0)))
 
 
-def _same_opsets(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
-    """Whether cached single-node sessions built for `a` are valid for `b`."""
-    opsets = lambda m: sorted((o.domain, o.version) for o in m.opset_import)  # noqa: E731
-    return a.ir_version == b.ir_version and opsets(a) == opsets(b)
+def _tolerance_for(tolerance: Tolerance, fmt: Precision) -> Tolerance:
+    """The default tolerance is FP16's; a BF16 or FP8 candidate is judged by its format's (fewer bits)."""
+    if tolerance != Tolerance() or fmt is FP16:
+        return tolerance
+    return Tolerance(rel_l2=fmt.rel_l2, floor=fmt.normal_min if fmt.normal_min > 1e-30 else tolerance.floor)
 
 
 def _only_tainted(nodes: list[onnx.NodeProto], tainted: set[str]):

@@ -1,7 +1,8 @@
 """What went wrong at one node, as a kind and a sentence naming the offending values.
 
 All arithmetic here is on numpy arrays: reference values in FP32 (or wider), the
-candidate's in its own type (FP16 mostly). "Local" output = the node run in the
+candidate's in its own format (FP16 mostly; BF16 and FP8 values are held as float32), and
+sentences speak in that format's terms (`workbench.precision`). "Local" output = the node run in the
 candidate's precision on the reference's inputs: the node's own fault, free of
 damage passed on from upstream.
 """
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from workbench.compare import FP16_MAX, FP16_TINY, TensorDiff
+from workbench.compare import TensorDiff
+from workbench.precision import FP16, Precision
 
 # Kinds, most specific first. Each root or warning has exactly one.
 CONSTANT_OUT_OF_RANGE = "constant_out_of_range"
@@ -31,13 +33,16 @@ class InputEvidence:
     constant: bool
     reference: np.ndarray  # the reference's value (FP32)
     as_candidate: np.ndarray  # the same value cast to the candidate's input type
+    fmt: Precision = FP16  # the candidate's low-precision format
 
     @property
     def overflows(self) -> int:
-        """Elements finite in the reference that become ±inf in the candidate's type."""
-        if not _is_float(self.reference) or not self.reference.size or _within_fp16(self.reference):
+        """Elements finite in the reference beyond the format's range: ±inf in FP16, saturated in FP8."""
+        if not _is_float(self.reference) or not self.reference.size or _within(self.reference, self.fmt):
             return 0  # the common case (every weight), decided without temporary arrays
-        return int(np.count_nonzero(np.isfinite(self.reference) & ~np.isfinite(self.as_candidate)))
+        if self.reference.shape != np.shape(self.as_candidate):
+            return 0
+        return int(np.count_nonzero(_beyond_range(self.reference, self.as_candidate, self.fmt)))
 
     @property
     def vanishes(self) -> bool:
@@ -64,6 +69,7 @@ class NodeEvidence:
     reference: np.ndarray  # the reference's first output
     local: np.ndarray  # the node run in candidate precision on the reference's inputs
     local_diff: TensorDiff
+    fmt: Precision = FP16  # the candidate's low-precision format
 
     @property
     def lossy_constants(self) -> list[InputEvidence]:
@@ -87,11 +93,11 @@ def classify(evidence: NodeEvidence) -> str | None:
     diff = evidence.local_diff
     if diff.ok:
         return None
-    if _overflowed(evidence.reference, evidence.local):
+    if _overflowed(evidence.reference, evidence.local, evidence.fmt):
         return ACTIVATION_OVERFLOW
     if diff.nonfinite:
         return INF_ARITHMETIC
-    if _underflowed(evidence.reference, evidence.local):
+    if _underflowed(evidence.reference, evidence.local, evidence.fmt):
         return OUTPUT_UNDERFLOW
     return PRECISION_LOSS
 
@@ -105,17 +111,18 @@ def explain(kind: str, evidence: NodeEvidence) -> str:
 
 def _constant_out_of_range(e: NodeEvidence) -> str:
     constant = next(i for i in e.lossy_constants if i.overflows)
-    worst = _extreme(constant.reference[np.isfinite(constant.reference) & ~np.isfinite(constant.as_candidate)])
-    with np.errstate(over="ignore"):
-        half = np.float16(worst)
-    text = f"input `{constant.name}` is {_num(worst)} in FP32 and {_num(half)} in FP16 (outside FP16's ±65504)"
+    worst = _extreme(constant.reference[_beyond_range(constant.reference, constant.as_candidate, e.fmt)])
+    stored = float(np.asarray(e.fmt.store(np.array([worst], np.float32)), np.float64)[0])
+    label = e.fmt.label
+    text = f"input `{constant.name}` is {_num(worst)} in FP32 and {_num(stored)} in {label} (outside {label}'s {e.fmt.range_text})"
     return text + "; " + _consequence(e)
 
 
 def _constant_underflow(e: NodeEvidence) -> str:
     constant = e.lossy_constants[0]
     smallest = _extreme(constant.reference[constant.reference != 0], smallest=True)
-    text = f"input `{constant.name}` is {_num(smallest)} in FP32 and 0 in FP16 (below FP16's smallest value 6e-08)"
+    label = e.fmt.label
+    text = f"input `{constant.name}` is {_num(smallest)} in FP32 and 0 in {label} (below {label}'s smallest value {e.fmt.tiny:.2g})"
     if e.local_diff.ok:
         zeroed = (e.reference != 0) & (e.local.astype(np.float64) == 0)
         if zeroed.any():
@@ -125,44 +132,46 @@ def _constant_underflow(e: NodeEvidence) -> str:
 
 
 def _activation_overflow(e: NodeEvidence) -> str:
-    overflowing = np.isfinite(e.reference) & ~np.isfinite(e.local.astype(np.float64))
+    overflowing = _beyond_range(e.reference, e.local, e.fmt)
     peak = _extreme(e.reference[overflowing])
     inputs = ", ".join(f"`{i.name}` up to {_num(_extreme(i.reference))}" for i in e.inputs if _is_float(i.reference) and i.reference.size)
+    sign = "" if peak > 0 else "-"
+    becomes = f"becomes {sign}inf" if e.fmt.has_inf else f"saturates to {sign}{e.fmt.max:g}"
     return (
-        f"the output reaches {_num(peak)} in FP32, beyond FP16's ±65504, and becomes "
-        f"{'inf' if peak > 0 else '-inf'} at {_count(overflowing)} (inputs: {inputs})"
+        f"the output reaches {_num(peak)} in FP32, beyond {e.fmt.label}'s {e.fmt.range_text}, and "
+        f"{becomes} at {_count(overflowing)} (inputs: {inputs})"
     )
 
 
 def _inf_arithmetic(e: NodeEvidence) -> str:
-    return "inputs hold ±inf in FP16; " + _consequence(e)
+    return f"inputs hold ±inf in {e.fmt.label}; " + _consequence(e)
 
 
 def _output_underflow(e: NodeEvidence) -> str:
     lost = (e.reference != 0) & (e.local.astype(np.float64) == 0)
     return (
-        f"output values as small as {_num(_extreme(e.reference[lost], smallest=True))} are below FP16's smallest "
-        f"value 6e-08 and become 0 at {_count(lost)} (relative error {e.local_diff.rel_l2:.2g})"
+        f"output values as small as {_num(_extreme(e.reference[lost], smallest=True))} are below {e.fmt.label}'s smallest "
+        f"value {e.fmt.tiny:.2g} and become 0 at {_count(lost)} (relative error {e.local_diff.rel_l2:.2g})"
     )
 
 
 def _precision_loss(e: NodeEvidence) -> str:
-    text = f"FP16 rounding alone gives a relative error of {e.local_diff.rel_l2:.2g} (max {_num(e.local_diff.max_abs)})"
+    text = f"{e.fmt.label} rounding alone gives a relative error of {e.local_diff.rel_l2:.2g} (max {_num(e.local_diff.max_abs)})"
     floats = [i for i in e.inputs if _is_float(i.reference) and i.reference.size]
     if node_cancels(e.node) and floats:
         big = max(float(np.max(np.abs(i.reference))) for i in floats)
         out = float(np.sqrt(np.mean(np.square(e.reference.astype(np.float64))))) if e.reference.size else 0.0
         if out > 0 and big / out > 100:
-            spacing = float(np.spacing(np.float16(min(big, FP16_MAX))))
+            spacing = e.fmt.spacing(min(big, e.fmt.max))
             text += (
-                f": cancellation, inputs of magnitude {_num(big)} (FP16 spacing {_num(spacing)} there) "
+                f": cancellation, inputs of magnitude {_num(big)} ({e.fmt.label} spacing {_num(spacing)} there) "
                 f"leave a result of typical size {_num(out)}"
             )
     return text
 
 
 def _accumulated(e: NodeEvidence) -> str:
-    return f"largest local FP16 error on the way ({e.local_diff.rel_l2:.2g}); no single node explains the outputs"
+    return f"largest local {e.fmt.label} error on the way ({e.local_diff.rel_l2:.2g}); no single node explains the outputs"
 
 
 _SENTENCES = {
@@ -216,19 +225,26 @@ def _is_float(array: np.ndarray) -> bool:
     return np.asarray(array).dtype.kind == "f"
 
 
-def _within_fp16(values: np.ndarray) -> bool:
-    """Every finite element fits FP16's range (NaN compares False, and NaN is not an overflow)."""
-    return not (float(np.max(values)) > FP16_MAX or float(np.min(values)) < -FP16_MAX)
+def _within(values: np.ndarray, fmt: Precision) -> bool:
+    """Every finite element fits the format's range (NaN compares False, and NaN is not an overflow)."""
+    return not (float(np.max(values)) > fmt.max or float(np.min(values)) < -fmt.max)
 
 
-def _overflowed(reference: np.ndarray, local: np.ndarray) -> bool:
+def _beyond_range(reference: np.ndarray, stored: np.ndarray, fmt: Precision) -> np.ndarray:
+    """Elements finite in FP32 that the format lost to its range: ±inf (FP16, BF16) or saturated at ±max (FP8)."""
+    stored = np.asarray(stored, np.float64)
+    lost = ~np.isfinite(stored) if fmt.has_inf else (~np.isfinite(stored) | (np.abs(stored) >= fmt.max))
+    return np.isfinite(reference) & (np.abs(reference) > fmt.max) & lost
+
+
+def _overflowed(reference: np.ndarray, local: np.ndarray, fmt: Precision = FP16) -> bool:
+    if not _is_float(reference) or reference.shape != np.shape(local):
+        return False
+    return bool(np.any(_beyond_range(reference, local, fmt)))
+
+
+def _underflowed(reference: np.ndarray, local: np.ndarray, fmt: Precision = FP16) -> bool:
     if not _is_float(reference):
         return False
-    return bool(np.any(np.isfinite(reference) & (np.abs(reference) > FP16_MAX) & ~np.isfinite(local.astype(np.float64))))
-
-
-def _underflowed(reference: np.ndarray, local: np.ndarray) -> bool:
-    if not _is_float(reference):
-        return False
-    lost = (reference != 0) & (np.abs(reference) < FP16_TINY) & (local.astype(np.float64) == 0)
+    lost = (reference != 0) & (np.abs(reference) < fmt.tiny) & (local.astype(np.float64) == 0)
     return bool(lost.any())

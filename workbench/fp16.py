@@ -1,9 +1,11 @@
-"""FP16 conversion: the candidate an FP16 engine would run.
+"""FP16 conversion (and BF16, FP8): the candidate a low-precision engine would run.
 
 By default it does exactly what an engine's plain cast does and nothing kinder: every
 float initializer, Constant/ConstantOfShape tensor and Cast(to=FLOAT) becomes FP16
 with no clamping (-3.4e38 becomes -inf). Model inputs and outputs stay FP32 with
 Casts at the boundary. Nodes or op types can be kept in FP32 (Casts go around them).
+`Fp16Options.precision` picks the format: fp16 (default), bf16, fp8-e4m3 or fp8-e5m2; FP8 needs
+opset 19 (its Cast), so an older model is brought there with onnx.version_converter first.
 
 Written over protobuf rather than with onnxconverter-common or onnxruntime's
 float16 tool because those clamp constants (hiding the very fault we diagnose),
@@ -28,8 +30,12 @@ from workbench.compare import FP16_MAX
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex, decode_tensor, outer_scope_reads
 from workbench.model import Model, subgraphs
+from workbench.precision import FP16, precision
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+# The wide types converted: FP32, and float64 (some exporters' models are float64 throughout).
+# A tensor kept wide stays in its own type; "FP32" in names and messages covers both.
+SOURCE_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE}
 
 # Inputs that the ONNX spec types as float32 whatever the node's data type.
 FP32_ONLY_INPUTS = {"Resize": {2}, "Upsample": {1}}
@@ -47,6 +53,7 @@ class Fp16Options:
     keep_nodes: frozenset[str] = field(default_factory=frozenset)  # node names kept in FP32
     keep_op_types: frozenset[str] = field(default_factory=frozenset)  # op types kept in FP32
     keep_io_fp32: bool = True  # model inputs and outputs stay FP32, with Casts at the boundary
+    precision: str = "fp16"  # the target format: fp16, bf16, fp8-e4m3, fp8-e5m2 (workbench.precision)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class ConversionStats:
 def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple[Model, ConversionStats]:
     """Return the FP16 variant of `model` (a new Model) and what the conversion did."""
     start = time.perf_counter()
+    fmt = precision(options.precision)
+    model = _at_opset(model, fmt)
     index = GraphIndex.of(model)
     unknown = sorted(options.keep_nodes - set(index.node_by_name))
     if unknown:
@@ -69,7 +78,7 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
     _check_has_fp32(index, model.name)
     index.prefetch_initializers()  # decoding overlaps the casts, which run outside the GIL
     converter = _GraphConverter(index, options)
-    if _fp16_bytes(index) > SPILL_BYTES:
+    if fmt is FP16 and _fp16_bytes(index) > SPILL_BYTES:
         converter.spill = _Spill()
     proto = _model_metadata(model.proto)
     converter.convert_main_into(proto.graph)
@@ -80,8 +89,8 @@ def convert_to_fp16(model: Model, options: Fp16Options = Fp16Options()) -> tuple
         kept_fp32=tuple(sorted(converter.fp32_nodes)),
         casts_inserted=converter.casts_inserted,
     )
-    origin = "fp16 conversion" + (" (clamped constants)" if options.clamp_constants else "")
-    converted = model.with_proto(proto, origin=origin, name=f"{model.name} (fp16)", arrays=converter.new_arrays)
+    origin = f"{fmt.name} conversion" + (" (clamped constants)" if options.clamp_constants else "")
+    converted = model.with_proto(proto, origin=origin, name=f"{model.name} ({fmt.name})", arrays=converter.new_arrays)
     if converter.spill is not None:
         converted = converter.spill.finish(converted)
     return converted, stats
@@ -126,6 +135,22 @@ class _Spill:
         return spilled
 
 
+def _at_opset(model: Model, fmt) -> Model:
+    """FP8 Casts exist from opset 19 (BF16's from 13): bring an older model there first."""
+    if model.opset >= fmt.min_opset:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model.to_proto(), fmt.min_opset)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types; the message is what matters
+        raise WorkbenchError(
+            f"{fmt.label} needs opset {fmt.min_opset} (its Cast), {model.name} is at opset {model.opset} and "
+            f"onnx.version_converter cannot convert it ({str(exc).strip()[:160]}); re-export at opset {fmt.min_opset}."
+        ) from None
+    return Model(converted, model.name, f"{model.origin}, converted to opset {fmt.min_opset}", model.path)
+
+
 def _check_input_types(index: GraphIndex, model_name: str) -> None:
     """Without its inputs' types the conversion cannot tell float from integer, and would change nothing."""
     untyped = [name for name in index.input_names if name not in index.elem_types]
@@ -139,17 +164,17 @@ def _check_input_types(index: GraphIndex, model_name: str) -> None:
 def _check_has_fp32(index: GraphIndex, model_name: str) -> None:
     """A model without FP32 tensors has nothing to convert: say why instead of reporting a vacuous 'ok'."""
     types = set(index.elem_types.values())
-    if TensorProto.FLOAT in types or any(name not in index.elem_types for name in index.output_names):
-        return  # FP32 to convert, or types too unknown to tell
+    if types & SOURCE_TYPES or any(name not in index.elem_types for name in index.output_names):
+        return  # FP32 or float64 to convert, or types too unknown to tell
     if TensorProto.FLOAT16 in types:
         raise WorkbenchError(
             f"{model_name} is already in FP16 (no FP32 tensors); diagnose the FP32 original, "
             "or give this model as the candidate with --candidate."
         )
-    if types & {TensorProto.DOUBLE, TensorProto.BFLOAT16}:
+    if TensorProto.BFLOAT16 in types:
         raise WorkbenchError(
-            f"{model_name} has no FP32 tensors (its floats are float64 or bfloat16) and the FP16 conversion "
-            "converts FP32 ones only, so it would change nothing; cast the model to FP32 first."
+            f"{model_name} has no FP32 tensors (its floats are bfloat16) and the conversion converts FP32 and "
+            "float64 ones only, so it would change nothing; diagnose the FP32 original."
         )
     raise WorkbenchError(
         f"{model_name} has no floating-point tensors (integer, boolean or string only); "
@@ -174,6 +199,8 @@ class _GraphConverter:
     def __init__(self, index: GraphIndex, options: Fp16Options):
         self.index = index
         self.options = options
+        self.fmt = precision(options.precision)
+        self.low = self.fmt.elem_type  # the target type: FLOAT16 unless another format is asked for
         self.fp32_nodes = {n.name for n in index.nodes if self._stays_fp32(n)}
         self.converted_initializers = 0
         self.clamped: list[str] = []
@@ -193,21 +220,27 @@ class _GraphConverter:
     # -- what type each float tensor has after conversion -------------------------------------
     def home_type(self, name: str) -> int | None:
         """The element type tensor `name` has in the converted graph (None for non-float tensors)."""
-        if self.index.elem_types.get(name) != F32:
+        source = self.index.elem_types.get(name)
+        if source not in SOURCE_TYPES:
             return None
         if name in self.index.initializers:
-            return F16 if self._initializer_goes_fp16(name) else F32
+            return self.low if self._initializer_goes_fp16(name) else source
         if name in self.index.input_names:
-            return F32 if self.options.keep_io_fp32 else F16
+            return source if self.options.keep_io_fp32 else self.low
         producer = self.index.producer.get(name)
         if producer is None or producer.name in self.fp32_nodes:
-            return F32
-        return F16
+            return source
+        return self.low
+
+    def wide_type(self, name: str) -> int:
+        """The type `name` has when kept wide: its own (FP32 or float64)."""
+        source = self.index.elem_types.get(name, F32)
+        return source if source in SOURCE_TYPES else F32
 
     def _initializer_goes_fp16(self, name: str) -> bool:
         readers = self.index.consumers.get(name, [])
-        return any(self.wanted_type(reader, name) == F16 for reader in readers) and all(
-            self.wanted_type(reader, name) in (F16, None) for reader in readers
+        return any(self.wanted_type(reader, name) == self.low for reader in readers) and all(
+            self.wanted_type(reader, name) in (self.low, None) for reader in readers
         )
 
     def wanted_type(self, node: onnx.NodeProto, name: str) -> int | None:
@@ -217,7 +250,7 @@ class _GraphConverter:
         positions = [i for i, n in enumerate(node.input) if n == name]
         if positions and all(i in FP32_ONLY_INPUTS.get(node.op_type, ()) for i in positions):
             return F32
-        return F32 if node.name in self.fp32_nodes else F16
+        return self.wide_type(name) if node.name in self.fp32_nodes else self.low
 
     # -- building the new graph ---------------------------------------------------------------
     def convert_main_into(self, new: onnx.GraphProto) -> None:
@@ -227,7 +260,9 @@ class _GraphConverter:
         for node in self.index.nodes:
             self._new_nodes.append(self._convert_node(node, renamed_outputs))
         for original, internal in renamed_outputs.items():
-            self._new_nodes.append(helper.make_node("Cast", [internal], [original], to=F32, name=f"{original}__to_fp32_output"))
+            self._new_nodes.append(
+                helper.make_node("Cast", [internal], [original], to=self.wide_type(original), name=f"{original}__to_fp32_output")
+            )
             self.casts_inserted += 1
         new.name, new.doc_string = graph.name, graph.doc_string
         new.node.extend(self._new_nodes)
@@ -243,9 +278,9 @@ class _GraphConverter:
         if not self.options.keep_io_fp32:
             return {}
         return {
-            name: f"{name}__fp16"
+            name: f"{name}__{self.fmt.name.replace('-', '_')}"
             for name in self.index.output_names
-            if name in self.index.producer and self.home_type(name) == F16
+            if name in self.index.producer and self.home_type(name) == self.low
         }
 
     def _convert_node(self, node: onnx.NodeProto, renamed: dict[str, str]) -> onnx.NodeProto:
@@ -258,7 +293,7 @@ class _GraphConverter:
         for i, name in enumerate(node.output):
             new.output[i] = renamed.get(name, name)
         outer_renames = {
-            name: self._read_as(name, F16 if fp16 else F32, renamed)
+            name: self._read_as(name, self.low if fp16 else self.wide_type(name), renamed)
             for sub in subgraphs(node)
             for name in outer_scope_reads(sub)
         }
@@ -273,12 +308,12 @@ class _GraphConverter:
     def _read_as(self, name: str, wanted: int | None, renamed: dict[str, str]) -> str:
         """The name under which a reader gets `name` in type `wanted`, inserting a shared Cast if needed."""
         name_now = renamed.get(name, name)
-        have = F16 if name in renamed else self.home_type(name)
+        have = self.low if name in renamed else self.home_type(name)
         if wanted is None or have is None or have == wanted:
             return name_now
         key = (name_now, wanted)
         if key not in self._casts:
-            suffix = "fp16" if wanted == F16 else "fp32"
+            suffix = self.fmt.name.replace("-", "_") if wanted == self.low else "fp32"
             cast_name = f"{name_now}__to_{suffix}"
             self._new_nodes.append(helper.make_node("Cast", [name_now], [cast_name], to=wanted, name=cast_name))
             self._casts[key] = cast_name
@@ -289,16 +324,16 @@ class _GraphConverter:
         if node.op_type == "Constant":
             _constant_float_attrs_to_tensor(node)
         for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == F32:
-                attr.i = F16
-            elif node.op_type in DTYPE_ATTR_OPS and attr.name == "dtype" and attr.i == F32:
-                attr.i = F16
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == F32:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i in SOURCE_TYPES:
+                attr.i = self.low
+            elif node.op_type in DTYPE_ATTR_OPS and attr.name == "dtype" and attr.i in SOURCE_TYPES:
+                attr.i = self.low
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in SOURCE_TYPES:
                 label = node.output[0] if node.op_type == "Constant" else f"{node.name}.{attr.name}"
-                attr.t.CopyFrom(self._to_fp16(attr.t, label))
+                attr.t.CopyFrom(self._to_low(attr.t, label))
 
     def _convert_initializer(self, tensor: TensorProto, out: TensorProto) -> None:
-        if tensor.data_type != F32 or not self._initializer_goes_fp16(tensor.name):
+        if tensor.data_type not in SOURCE_TYPES or not self._initializer_goes_fp16(tensor.name):
             if tensor.data_location == TensorProto.EXTERNAL:  # the new model holds its own data
                 out.CopyFrom(numpy_helper.from_array(np.asarray(self.index.initializer_array(tensor.name)), tensor.name))
             else:
@@ -309,29 +344,33 @@ class _GraphConverter:
         if self.spill is not None and half.shape:
             self.spill.write(tensor, half, out)  # the file holds it now; finish() maps it back
         else:
-            _write_fp16(tensor, half, out)
+            _write_low(tensor, half, out, self.fmt)
             self.new_arrays[tensor.name] = half
 
-    def _to_fp16(self, tensor: TensorProto, label: str, out: TensorProto | None = None) -> TensorProto:
+    def _to_low(self, tensor: TensorProto, label: str, out: TensorProto | None = None) -> TensorProto:
         """`tensor` cast to FP16 (clamped if asked), written into `out` or a new TensorProto."""
-        return _write_fp16(tensor, self._half(_float32_values(tensor), label), out)
+        return _write_low(tensor, self._half(_float32_values(tensor), label), out, self.fmt)
 
     def _half(self, values: np.ndarray, label: str) -> np.ndarray:
-        """float32 `values` as float16: beyond ±65504 they become ±inf, unless clamping is asked for."""
+        """float32 `values` in the target format: beyond ±65504 FP16 gives ±inf (FP8 saturates), unless clamping is asked for.
+
+        FP16 values come back as float16; BF16 and FP8 ones as float32 holding the rounded values.
+        """
+        limit = self.fmt.max
         if self.options.clamp_constants:
-            finite_out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
+            finite_out_of_range = np.isfinite(values) & (np.abs(values) > limit)
             if finite_out_of_range.any():
-                values = np.where(finite_out_of_range, np.sign(values) * FP16_MAX, values)
+                values = np.where(finite_out_of_range, np.sign(values) * limit, values).astype(np.float32)
                 self.clamped.append(label)
-        return cast_to_fp16(values)
+        return cast_to_fp16(values) if self.fmt is FP16 else self.fmt.store(values)
 
     def _converted_inputs(self) -> list[onnx.ValueInfoProto]:
         result = []
         for info in self.index.graph.input:
             new = onnx.ValueInfoProto()
             new.CopyFrom(info)
-            if self.home_type(info.name) == F16 and info.type.tensor_type.elem_type == F32:
-                new.type.tensor_type.elem_type = F16
+            if self.home_type(info.name) == self.low and info.type.tensor_type.elem_type in SOURCE_TYPES:
+                new.type.tensor_type.elem_type = self.low
             result.append(new)
         return result
 
@@ -341,8 +380,8 @@ class _GraphConverter:
             new = onnx.ValueInfoProto()
             new.CopyFrom(info)
             new.name = renamed.get(info.name, info.name)
-            if self.home_type(info.name) == F16 and new.type.tensor_type.elem_type == F32:
-                new.type.tensor_type.elem_type = F16
+            if self.home_type(info.name) == self.low and new.type.tensor_type.elem_type in SOURCE_TYPES:
+                new.type.tensor_type.elem_type = self.low
             result.append(new)
         return result
 
@@ -377,11 +416,19 @@ def _fp16_cast_session():
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _write_fp16(tensor: TensorProto, half: np.ndarray, out: TensorProto | None) -> TensorProto:
+def _write_low(tensor: TensorProto, values: np.ndarray, out: TensorProto | None, fmt=None) -> TensorProto:
+    """`values` (float16, or float32 holding values of `fmt`) as a TensorProto of that format."""
+    fmt = fmt or FP16
     out = TensorProto() if out is None else out
-    out.name, out.data_type, out.doc_string = tensor.name, F16, tensor.doc_string
+    out.name, out.data_type, out.doc_string = tensor.name, fmt.elem_type, tensor.doc_string
     out.dims.extend(tensor.dims)
-    out.raw_data = half.tobytes()
+    if fmt is FP16:
+        out.raw_data = values.tobytes()
+    else:  # exact: the values were rounded to the format already (ml_dtypes' casts would not saturate FP8)
+        import ml_dtypes
+
+        numpy_type = {"bf16": ml_dtypes.bfloat16, "fp8-e4m3": ml_dtypes.float8_e4m3fn, "fp8-e5m2": ml_dtypes.float8_e5m2}
+        out.raw_data = np.asarray(values, np.float32).astype(numpy_type[fmt.name]).tobytes()
     return out
 
 
@@ -401,11 +448,11 @@ def _constant_float_attrs_to_tensor(node: onnx.NodeProto) -> None:
 def _convert_subgraph(graph: onnx.GraphProto, parent: _GraphConverter) -> None:
     """Convert an If/Loop/Scan body in place: everything float in it becomes FP16, formal inputs and outputs too."""
     for info in list(graph.input) + list(graph.output) + list(graph.value_info):
-        if info.type.tensor_type.elem_type == F32:
-            info.type.tensor_type.elem_type = F16
+        if info.type.tensor_type.elem_type in SOURCE_TYPES:
+            info.type.tensor_type.elem_type = parent.low
     for i, tensor in enumerate(graph.initializer):
-        if tensor.data_type == F32:
-            graph.initializer[i].CopyFrom(parent._to_fp16(tensor, tensor.name))
+        if tensor.data_type in SOURCE_TYPES:
+            graph.initializer[i].CopyFrom(parent._to_low(tensor, tensor.name))
     for node in graph.node:
         parent._convert_attributes(node)
         for sub in subgraphs(node):

@@ -17,7 +17,10 @@ from workbench.model import subgraphs
 
 log = logging.getLogger(__name__)
 
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+FLOAT_TYPES = {
+    TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16,
+    TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ,
+}
 # Initializers at most this big keep their values in the skeleton used for shape inference,
 # so that shape constants (Reshape targets, axes) still propagate.
 _SMALL_INITIALIZER_ELEMENTS = 64
@@ -30,6 +33,14 @@ _RAW_DTYPES = {
     TensorProto.INT8: np.dtype("i1"),
     TensorProto.UINT8: np.dtype("u1"),
     TensorProto.BOOL: np.dtype("?"),
+}
+_HELD_AS_FLOAT32 = {
+    TensorProto.BFLOAT16, TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ,
+}
+# Ops whose outputs are sequences or optionals, never tensors.
+_NON_TENSOR_OPS = {
+    "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SplitToSequence", "SequenceMap",
+    "Optional", "ZipMap", "CastMap", "DictVectorizer",
 }
 # Ops that pass a constant on unchanged in value (up to type or layout): their output is still "the constant".
 _VALUE_FORWARDING_OPS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Transpose", "Flatten"}
@@ -103,6 +114,16 @@ class GraphIndex:
         """Element type of every tensor whose type onnx's shape inference can tell."""
         return infer_elem_types(self.graph, self.opset_imports)
 
+    @cached_property
+    def non_tensor_values(self) -> set[str]:
+        """Sequences, maps and optionals: made by the ops that make them, or passed on by Identity or a Loop."""
+        found: set[str] = set()
+        for node in self.nodes:
+            passes_on = node.op_type in ("Identity", "Loop") and any(name in found for name in node.input if name)
+            if node.op_type in _NON_TENSOR_OPS or passes_on:
+                found.update(name for name in node.output if name)
+        return found
+
     def is_float(self, name: str) -> bool:
         return self.elem_types.get(name) in FLOAT_TYPES
 
@@ -141,7 +162,10 @@ def decode_tensor(tensor: TensorProto, data_dir: Path | None = None) -> np.ndarr
     dtype = _RAW_DTYPES.get(tensor.data_type)
     if dtype is not None and tensor.raw_data and not tensor.external_data:
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
-    return numpy_helper.to_array(tensor)
+    values = numpy_helper.to_array(tensor)
+    if tensor.data_type in _HELD_AS_FLOAT32:  # BF16 and FP8 are held as float32 (workbench.precision)
+        return values.astype(np.float32)
+    return values
 
 
 def _external_array(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:

@@ -37,7 +37,7 @@ from workbench.errors import WorkbenchError
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
 from workbench.graph import GraphIndex
 from workbench.model import Model, full_proto, load_model
-from workbench.replay import NodeRunner, Values, downstream, replay, run_runtime
+from workbench.engines.node_by_node import NodeRunner, Values, downstream, replay, run_runtime
 from workbench.report import _json_float
 from workbench.variants import QUANTIZED_OPS, quantize_int8
 

@@ -70,7 +70,10 @@ class Diagnosis:
     conversion: Any = field(repr=False, default=None)  # fp16.ConversionStats when the workbench made the candidate
     candidate_given: bool = field(repr=False, default=False)  # False: the candidate is the workbench's own conversion
     reference_index: Any = field(repr=False, default=None, compare=False)  # GraphIndex of the reference
-    runners: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) NodeRunners
+    engines: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) workbench.engines
+    engine: str = "emulate"  # which engine computed the candidate: emulate | ort-kernels | runtime
+    precision: str = "fp16"  # the candidate's low-precision format: fp16 | bf16 | fp8-e4m3 | fp8-e5m2
+    notes: tuple[str, ...] = ()  # what was done to make the models runnable (an old opset converted, ...)
 
     @property
     def fixes(self) -> tuple:
@@ -89,13 +92,16 @@ class Diagnosis:
                 for name, d in self.outputs.items()
             },
             "mode": self.mode,
+            "engine": self.engine,
+            "precision": self.precision,
         }
 
     def __repr__(self) -> str:
         return self.summary()
 
     def summary(self) -> str:
-        lines = [f"{self.candidate.name} against {self.reference.name} ({self.mode} FP16): {self.verdict.upper()}"]
+        lines = [f"{self.candidate.name} against {self.reference.name} ({self.engine_label}): {self.verdict.upper()}"]
+        lines += [f"  note: {note}" for note in self.notes]
         for name, diff in self.outputs.items():
             lines.append(f"  output {name}: rel-L2 {diff.rel_l2:.3g}, max |diff| {diff.max_abs:.3g}, non-finite {diff.nonfinite}")
         if self.first_nonfinite:
@@ -107,6 +113,13 @@ class Diagnosis:
         if self.verdict == "ok" and not self.roots:
             lines.append("  no root cause: the candidate matches the reference within tolerance")
         return "\n".join(lines)
+
+    @property
+    def engine_label(self) -> str:
+        from workbench.engines import ENGINE_LABELS
+        from workbench.precision import PRECISIONS
+
+        return ENGINE_LABELS[self.engine].format(label=PRECISIONS[self.precision].label)
 
     def _repr_html_(self) -> str:
         colour = {"ok": "#1a7f37", "nonfinite": "#cf222e", "divergent": "#bf8700"}[self.verdict]
@@ -121,7 +134,7 @@ class Diagnosis:
         )
         return (
             f"<div><p><b style='color:{colour}'>{self.verdict.upper()}</b> "
-            f"{html.escape(self.candidate.name)} against {html.escape(self.reference.name)} ({self.mode})</p>"
+            f"{html.escape(self.candidate.name)} against {html.escape(self.reference.name)} ({html.escape(self.engine_label)})</p>"
             f"<table><tr><th>output</th><th>rel-L2</th><th>max |diff|</th><th>non-finite</th></tr>{rows}</table>"
             f"<ul>{findings or '<li>no root cause</li>'}</ul></div>"
         )

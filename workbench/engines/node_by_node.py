@@ -1,4 +1,4 @@
-"""Running a graph one node at a time, so every tensor is rounded to its declared type.
+"""Running a graph one node at a time: the ORT-kernels engine, the harm test's partial runs, local errors.
 
 ONNX Runtime's CPU provider computes most FP16 ops in FP32 and removes the Casts
 between neighbouring nodes, so a whole-model FP16 session is not an FP16 engine:
@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from workbench.engines.sessions import build_session, failure_detail, session_options
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex, node_reads, outer_scope_reads
 from workbench.model import subgraphs
@@ -64,12 +65,24 @@ class NodeRunner:
         return [next(produced) if name else None for name in node.output]
 
     def _session_for(self, node, inputs, outer) -> tuple[ort.InferenceSession, list[str]]:
-        key = _signature(node, inputs, outer)
+        key = _signature(node, inputs, outer) + self._extra_key(node).encode()
         if key not in self._sessions:
             self._sessions[key] = self._build(node, inputs, outer)
         return self._sessions[key]
 
+    def _extra_key(self, node) -> str:
+        return ""
+
     def _build(self, node, inputs, outer) -> tuple[ort.InferenceSession, list[str]]:
+        model = self._single_node_model(node, inputs, outer)
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=self.providers)
+        except Exception as exc:
+            raise NodeFailure(node, exc) from None
+        return session, [i.name for i in model.graph.input]
+
+    def _single_node_model(self, node, inputs, outer) -> onnx.ModelProto:
+        """A model of `node` alone, its inputs renamed __in0, __in1, ... and typed from the values."""
         single = onnx.NodeProto()
         single.CopyFrom(node)
         graph_inputs = []
@@ -82,24 +95,15 @@ class NodeRunner:
         graph = helper.make_graph([single], "single_node", graph_inputs, outputs)
         model = helper.make_model(graph, opset_imports=self.opset_imports)
         model.ir_version = self.ir_version
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # Each session has its own thread pool, whose threads spin after every run by default.
-        # A diagnosis holds about a hundred sessions: spinning made a 0.06 s diagnosis take 1.7-4 s.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(model.SerializeToString(), options, providers=self.providers)
-        except Exception as exc:
-            raise NodeFailure(node, exc) from None
-        return session, [i.name for i in graph_inputs]
+        return model
 
 
 class NodeFailure(WorkbenchError):
     """A node that ONNX Runtime cannot build or run on the values it was given."""
 
     def __init__(self, node: onnx.NodeProto, exc: Exception):
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        super().__init__(f"node '{node.name}' ({node.op_type}) failed in ONNX Runtime: {detail[:300]}; {_hint(detail)}")
+        detail = failure_detail(exc)
+        super().__init__(f"node '{node.name}' ({node.op_type}) failed in ONNX Runtime: {detail}; {_hint(detail)}")
         self.node_name = node.name
 
 
@@ -191,13 +195,7 @@ def run_runtime(model_proto: onnx.ModelProto, index: GraphIndex, feed: Values, p
 
 
 def _whole_model_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
-    except Exception as exc:  # ORT's own optimizer can break on a valid model
-        detail = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
-        raise WorkbenchError(
-            f"ONNX Runtime cannot load the candidate as a whole ({detail}); "
-            "that is itself a finding: use --mode faithful to diagnose it node by node."
-        ) from None
+        return build_session(proto.SerializeToString(), providers, what="the candidate as a whole")
+    except WorkbenchError as exc:  # ORT's own optimizer can break on a valid model
+        raise WorkbenchError(f"{exc}; that is itself a finding: use --engine emulate to diagnose it as an FP16 engine would.") from None
