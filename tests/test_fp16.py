@@ -4,6 +4,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
+import workbench
 from inline_models import parse_model
 from workbench.errors import WorkbenchError
 from workbench.fp16 import Fp16Options, convert_to_fp16
@@ -155,11 +156,21 @@ def test_onnxruntime_own_fp16_converter_hits_the_same_layernorm_fusion_bug(sampl
 @pytest.mark.parametrize("text, message", [
     ("g (int64[4] x) => (int64[4] y) { y = Add(x, x) }", "no floating-point tensors"),
     ("g (float16[4] x) => (float16[4] y) { y = Exp(x) }", "already in FP16"),
-    ("g (double[4] x) => (double[4] y) { y = Exp(x) }", "its floats are float64"),
+    ("g (bfloat16[4] x) => (bfloat16[4] y) { y = Exp(x) }", "its floats are bfloat16"),
 ])
 def test_a_model_without_fp32_tensors_is_a_clear_error(text, message):
     with pytest.raises(WorkbenchError, match=message):
         convert_to_fp16(load_model(parse_model(text)))
+
+
+def test_a_float64_model_is_converted_and_keeps_float64_at_its_boundary():
+    model = load_model(parse_model("g (double[4] x) => (double[4] y) { a = Mul(x, c) y = Exp(a) }", c=np.array(2.0)))
+    converted, stats = convert_to_fp16(model)
+    assert stats.converted_initializers == 1
+    casts = {n.output[0]: n.attribute[0].i for n in converted.graph.node if n.op_type == "Cast"}
+    assert casts == {"x__to_fp16": TensorProto.FLOAT16, "y": TensorProto.DOUBLE}
+    report = workbench.diagnose(model, inputs={"x": np.full(4, 6.0)})  # exp(12) > 65504
+    assert report.verdict == "nonfinite" and report.roots[0].op_type == "Exp"
 
 
 def test_an_untyped_input_is_a_clear_error_not_a_silent_no_op():
