@@ -8,8 +8,8 @@ from inline_models import parse_model
 
 from workbench import explain, fixes
 from workbench.errors import WorkbenchError
-from workbench.fixes import (ClampConstants, KeepBetween, KeepFp32, KeepOpType, MaskConstant, MaskToWhere, RaiseEps,
-                             apply, overflow_region, parse_fix)
+from workbench.fixes import (ClampConstants, FoldIntoWeights, KeepBetween, KeepFp32, KeepOpType, MaskConstant, MaskToWhere,
+                             RaiseEps, apply, overflow_region, parse_fix, stored_loss)
 from workbench.graph import GraphIndex
 from workbench.model import load_model
 
@@ -151,6 +151,7 @@ def test_a_fix_that_does_not_apply_is_a_one_line_error(fix, message):
     ("mask-to-where=m", MaskToWhere("m")),
     ("raise-eps=e", RaiseEps(("e",))),
     ("clamp-constants=c", ClampConstants(("c",))),
+    ("fold-bn=bn", FoldIntoWeights(("bn",))),
 ])
 def test_parse_fix(spec, expected):
     assert parse_fix(spec) == expected
@@ -197,7 +198,6 @@ def test_proposals_by_kind_without_a_mask():
 import fp16_fault_models as faults  # noqa: E402
 
 import workbench  # noqa: E402
-from workbench.fixes import FoldIntoWeights, stored_loss  # noqa: E402
 from workbench.fp16 import convert_to_fp16, Fp16Options  # noqa: E402
 
 

@@ -5,7 +5,9 @@ fixes compose (apply a list) and undo (apply the list without it). Two families:
 - value fixes change a constant so FP16 can hold it (clamp to ±65504, a mask constant to
   -1e4, an eps raised to FP16's smallest normal) or rewrite a mask Mul as a Where;
 - precision fixes keep nodes in FP32 (a node, an op type, the region between tensors);
-  the conversion puts Casts around them.
+  the conversion puts Casts around them, and their weights stay FP32 too;
+- a fold (fold-bn) folds BatchNormalization and constant scalings into the Conv/Gemm/MatMul
+  weights before them, in FP32, with ONNX Runtime's basic optimizer, then converts.
 The reference stays the original model, and the user's file is never touched.
 """
 
@@ -400,7 +402,7 @@ def apply(reference: Model, fixes: Sequence[Fix], base: Fp16Options = Fp16Option
 
 _SPEC_HELP = (
     "clamp-constants=T1,T2 | mask-constant=T | raise-eps=T | mask-to-where=NODE | keep-fp32=N1,N2 | "
-    "keep-op-type=OP | keep-between=START1,START2:END1,END2"
+    "keep-op-type=OP | keep-between=START1,START2:END1,END2 | fold-bn=N1,N2"
 )
 
 
@@ -420,6 +422,7 @@ def parse_fix(spec: str) -> Fix:
         "mask-constant": lambda: MaskConstant(parts),
         "raise-eps": lambda: RaiseEps(parts),
         "keep-fp32": lambda: KeepFp32(parts),
+        "fold-bn": lambda: FoldIntoWeights(parts),
         "mask-to-where": lambda: MaskToWhere(_single(name, parts)),
         "keep-op-type": lambda: KeepOpType(_single(name, parts)),
     }
