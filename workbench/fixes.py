@@ -445,12 +445,11 @@ def propose(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIn
 
     `index` and `values` are the reference graph and its captured tensors (FP32).
     """
-    constants = [i.name for i in evidence.lossy_constants]
-    stored_loss = _stored_loss_fix(kind, node, index, values)
-    if stored_loss is not None:
-        others = propose_at_node(kind, node, evidence, index, values)
-        return (stored_loss,) + tuple(f for f in others if f != stored_loss)
-    return propose_at_node(kind, node, evidence, index, values)
+    at_node = propose_at_node(kind, node, evidence, index, values)
+    from_loss = _stored_loss_fix(kind, node, index, values)
+    if from_loss is None:
+        return at_node
+    return (from_loss,) + tuple(f for f in at_node if f != from_loss)
 
 
 def propose_at_node(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIndex, values: dict) -> tuple[Fix, ...]:
