@@ -76,3 +76,44 @@ def test_gives_up_after_max_attempts_and_says_not_ok(sample):
     result = auto_fix(dataclasses.replace(before, roots=(root,)), max_attempts=1)
     assert not result.ok and [a.verdict for a in result.attempts] == ["divergent"]
     assert result.after.roots  # what is still wrong is reported
+
+
+# ---------------------------------------------------------------- issue 11: a search that does not give up early
+import fp16_fault_models as faults  # noqa: E402
+
+
+def test_a_benign_minus_inf_then_an_overflowing_exp_is_fixed_by_growing_the_region():
+    result = auto_fix(faults.masked_then_exp(), inputs=faults.masked_then_exp_feed())
+    assert result.ok, result.summary()
+    assert "scores" in result.kept_fp32  # the projection before the Exp: its output is rounded where it is stored
+    assert result.attempts[-1].move == "growth" and result.attempts[-1].verdict == "ok"
+    failed = [a for a in result.attempts if a.verdict != "ok"]
+    assert failed and all(0.01 < a.worst_rel_l2 < 0.05 for a in failed)  # each recorded with its figures
+    assert all(a.runs > 0 for a in result.attempts) and result.runs == result.attempts[-1].runs
+
+
+def test_the_search_stops_when_its_run_budget_is_spent_and_says_so():
+    before = workbench.diagnose(faults.masked_then_exp(), inputs=faults.masked_then_exp_feed())
+    result = auto_fix(before, budget=before.stats["forward_passes"] + 3)
+    assert not result.ok
+    summary = result.to_dict()
+    assert summary["budget_spent"] and summary["run_budget"] == before.stats["forward_passes"] + 3
+    assert "spent" in result.summary().splitlines()[0]
+
+
+@pytest.mark.parametrize("build", ["softmax_log", "rotary"])
+def test_stored_losses_are_fixed_by_the_first_attempt(build):
+    result = auto_fix(getattr(faults, build)(), inputs=getattr(faults, build + "_feed")())
+    assert result.ok and len(result.attempts) == 1, result.summary()
+
+
+def test_the_result_says_which_engine_verified_it(sample):
+    path, feed = sample("legacy_mask_bert")
+    result = auto_fix(path, inputs=feed)
+    assert result.to_dict()["verified_by"] == {"faithful": True}
+
+
+def test_an_out_of_range_batchnorm_variance_is_folded_first():
+    result = auto_fix(faults.conv_bn(), inputs=faults.conv_bn_feed())
+    assert result.ok and [f.name for f in result.fixes] == ["fold-bn"]
+    assert result.kept_fp32 == () and result.fp16_weight_fraction == 1.0

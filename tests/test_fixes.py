@@ -8,8 +8,8 @@ from inline_models import parse_model
 
 from workbench import explain, fixes
 from workbench.errors import WorkbenchError
-from workbench.fixes import (ClampConstants, KeepBetween, KeepFp32, KeepOpType, MaskConstant, MaskToWhere, RaiseEps,
-                             apply, overflow_region, parse_fix)
+from workbench.fixes import (ClampConstants, FoldIntoWeights, KeepBetween, KeepFp32, KeepOpType, MaskConstant, MaskToWhere,
+                             RaiseEps, apply, overflow_region, parse_fix, stored_loss)
 from workbench.graph import GraphIndex
 from workbench.model import load_model
 
@@ -151,6 +151,7 @@ def test_a_fix_that_does_not_apply_is_a_one_line_error(fix, message):
     ("mask-to-where=m", MaskToWhere("m")),
     ("raise-eps=e", RaiseEps(("e",))),
     ("clamp-constants=c", ClampConstants(("c",))),
+    ("fold-bn=bn", FoldIntoWeights(("bn",))),
 ])
 def test_parse_fix(spec, expected):
     assert parse_fix(spec) == expected
@@ -191,3 +192,100 @@ def test_proposals_by_kind_without_a_mask():
                                 np.ones(3, np.float32), np.ones(3, np.float16), None)
     proposed = fixes.propose(explain.CONSTANT_OUT_OF_RANGE, "Mul_0", item, index(model), {})
     assert [f.name for f in proposed] == ["clamp-constants", "keep-fp32"]  # no Softmax after it: not a mask
+
+
+# ---------------------------------------------------------------- issue 11: fixes that hold on real models
+import fp16_fault_models as faults  # noqa: E402
+
+import workbench  # noqa: E402
+from workbench.fp16 import convert_to_fp16, Fp16Options  # noqa: E402
+
+
+def test_a_node_kept_in_fp32_reads_its_constant_weights_in_fp32():
+    model = faults.conv_bn()
+    kept, _ = convert_to_fp16(model, Fp16Options(keep_nodes=frozenset({"bn"})))
+    var = next(n for n in kept.graph.node if n.output[0] == "var")
+    assert onnx.numpy_helper.to_array(var.attribute[0].t).dtype == np.float32  # not an FP16 inf cast back
+    assert float(onnx.numpy_helper.to_array(var.attribute[0].t)[1]) == np.float32(faults.BN_VARIANCE)
+    weights = next(n for n in kept.graph.node if n.output[0] == "w")
+    assert weights.attribute[0].t.data_type == onnx.TensorProto.FLOAT16  # the Conv's weights are still FP16
+
+
+def test_keep_fp32_on_a_batchnorm_with_an_out_of_range_variance_gives_the_right_outputs():
+    model, feed = faults.conv_bn(), faults.conv_bn_feed()
+    expected = run(model, feed)
+    before = workbench.diagnose(model, inputs=feed)
+    assert before.verdict != "ok"
+    fixed = workbench.apply_fixes(before, [KeepFp32(("bn",))])
+    assert fixed.ok, fixed.summary()
+    assert fixed.kept_fp32 == ("bn",)  # the Constants feeding it are not counted as nodes
+    np.testing.assert_allclose(run(fixed.model, feed), expected, rtol=2e-3, atol=2e-2)
+
+
+def test_fold_bn_folds_with_onnx_runtime_and_keeps_every_weight_fp16():
+    model, feed = faults.conv_bn(), faults.conv_bn_feed()
+    before = workbench.diagnose(model, inputs=feed)
+    fixed = workbench.apply_fixes(before, [FoldIntoWeights(("bn",))])
+    assert fixed.ok, fixed.summary()
+    assert [n.op_type for n in fixed.model.graph.node if n.op_type in ("Conv", "BatchNormalization")] == ["Conv"]
+    conv = next(n for n in fixed.model.graph.node if n.op_type == "Conv")
+    assert conv.name == "conv" and list(conv.output) == ["bn"]  # re-verification aligns it with the reference's `bn`
+    assert fixed.kept_fp32 == () and fixed.fp16_weight_fraction == 1.0
+    assert "bn" in fixed.after.candidate_values
+
+
+def test_clamping_the_variance_is_wrong_and_is_not_proposed():
+    model, feed = faults.conv_bn(), faults.conv_bn_feed()
+    before = workbench.diagnose(model, inputs=feed)
+    assert [f.name for f in before.roots[0].fixes] == ["fold-bn", "keep-fp32"]
+    clamped = workbench.apply_fixes(before, [ClampConstants(("var",))])
+    assert not clamped.ok  # 65504 instead of 9.79e7 scales the channel 38x
+
+
+def test_fold_bn_does_not_apply_to_a_batchnorm_after_an_add():
+    model = load_model(parse_model(
+        """g (float[1,2,4,4] x) => (float[1,2,4,4] y) {
+            s = Add(x, x)
+            y = BatchNormalization(s, scale, bias, mean, var)
+        }""", scale=np.ones(2, np.float32), bias=np.zeros(2, np.float32), mean=np.zeros(2, np.float32),
+        var=np.ones(2, np.float32)))
+    model.graph.node[1].name = "bn"
+    with pytest.raises(WorkbenchError, match="does not come from a Conv, Gemm or MatMul"):
+        apply(model, [FoldIntoWeights(("bn",))])
+
+
+@pytest.mark.parametrize("values, zeros_matter, expected", [
+    (np.array([1e5, 1.0], np.float32), False, "beyond ±65504 become ±inf"),
+    (np.array([1e-13, 0.5], np.float32), True, "as small as 1e-13 become 0"),
+    (np.array([1e-13, 0.5], np.float32), False, ""),
+    (np.array([3001.0, 5.0], np.float32), False, "integers above 2048 are rounded"),
+    (np.array([3001.5, 5.0], np.float32), False, ""),  # not integers: a plain rounding
+    (np.array([2047.0, 5.0], np.float32), False, ""),
+])
+def test_stored_loss_says_how_fp16_storage_loses_a_value(values, zeros_matter, expected):
+    said = stored_loss(values, zeros_matter)
+    assert (expected in said) if expected else said == ""
+
+
+def test_an_underflow_stored_before_a_log_keeps_the_region_from_the_softmax():
+    model, feed = faults.softmax_log(), faults.softmax_log_feed()
+    before = workbench.diagnose(model, inputs=feed)
+    root = before.roots[0]
+    assert root.node == "y" and root.op_type == "Log"
+    first = root.fixes[0]
+    assert first.nodes == ("probs", "moved", "back", "y") and first.lost_at[0] == "probs"
+    assert "`probs`" in first.description and "become 0" in first.description
+    assert first.to_dict()["lost_at"] == ["probs", "moved", "back"]
+    assert not workbench.apply_fixes(before, [KeepFp32(("y",))]).ok  # the old fix: its input is already 0
+    assert workbench.apply_fixes(before, [first]).ok
+
+
+def test_rotary_angles_at_large_positions_keep_the_position_cast_and_the_frequency_mul():
+    model, feed = faults.rotary(), faults.rotary_feed()
+    before = workbench.diagnose(model, inputs=feed)
+    assert {r.node for r in before.roots} == {"cos", "sin"}
+    firsts = [root.fixes[0] for root in before.roots]
+    assert {f.nodes for f in firsts} == {("pos_f", "angles", "cos"), ("pos_f", "angles", "sin")}
+    assert all(f.lost_at[0] == "pos_f" and "integers above 2048" in f.description for f in firsts)
+    assert workbench.apply_fixes(before, firsts).ok
+    assert not workbench.apply_fixes(before, [KeepFp32(("angles", "cos", "sin"))]).ok  # the positions are lost already

@@ -103,3 +103,20 @@ def test_masked_lm_top5_is_restored_by_the_fix():
     assert not broken.task.ok and "NaN" in broken.task.summary()
     fixed = apply_fixes(before, before.fixes[:1]).check_task(task)
     assert fixed.ok and fixed.task.ok and fixed.task.metrics["same_topk"] == fixed.task.metrics["positions"] > 0
+
+
+def test_the_weight_fraction_counts_constant_nodes_as_weights():
+    import fp16_fault_models as faults
+
+    model = faults.conv_bn()
+    kept, _ = workbench.convert_to_fp16(model, workbench.Fp16Options(keep_nodes=frozenset({"bn"})))
+    # w (54 values) is FP16; the BatchNormalization's four Constants (8 values) stay FP32 for it
+    assert fp16_weight_fraction(kept) == pytest.approx(54 / 62)
+
+
+def test_verification_json_has_verified_by_for_each_engine(sample):
+    path, feed = sample("legacy_mask_bert")
+    before = workbench.diagnose(path, inputs=feed)
+    result = apply_fixes(before, [MaskConstant(("val_32",))])
+    assert result.to_dict()["verified_by"] == {"faithful": True}
+    assert result.to_dict()["run_budget"] is None

@@ -5,7 +5,9 @@ fixes compose (apply a list) and undo (apply the list without it). Two families:
 - value fixes change a constant so FP16 can hold it (clamp to ±65504, a mask constant to
   -1e4, an eps raised to FP16's smallest normal) or rewrite a mask Mul as a Where;
 - precision fixes keep nodes in FP32 (a node, an op type, the region between tensors);
-  the conversion puts Casts around them.
+  the conversion puts Casts around them, and their weights stay FP32 too;
+- a fold (fold-bn) folds BatchNormalization and constant scalings into the Conv/Gemm/MatMul
+  weights before them, in FP32, with ONNX Runtime's basic optimizer, then converts.
 The reference stays the original model, and the user's file is never touched.
 """
 
@@ -194,6 +196,98 @@ class MaskToWhere(Fix):
         graph.node.insert(position, cast)
 
 
+# Ops whose constant-scaling of a Conv/Gemm/MatMul output ORT's basic optimizer folds into the weights.
+_FOLDABLE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+@dataclass(frozen=True)
+class FoldIntoWeights(Fix):
+    """Fold BatchNormalization and constant Mul/Add after a Conv/Gemm/MatMul into its weights, in FP32.
+
+    Done by ONNX Runtime's own optimizer at its basic level (ORT_ENABLE_BASIC, saved with
+    `optimized_model_filepath`): Conv+BatchNormalization, Conv+Mul, Conv+Add fusion and constant
+    folding, all in FP32 and all standard ONNX ops. It is what ORT (and TensorRT) do to the model
+    anyway before running it, and it is their tested algebra, not a copy of it here. onnx-ir's
+    passes do constant folding but no Conv+BatchNormalization fusion.
+
+    A fused Conv keeps its node name and takes over the folded node's output tensor, so the
+    re-verification, which aligns tensors by name, compares it with the reference's
+    BatchNormalization output; the Conv's own output (now gone) is simply not compared.
+    """
+
+    nodes: tuple[str, ...]
+    name: ClassVar[str] = "fold-bn"
+    rewrites_source: ClassVar[bool] = True
+
+    @property
+    def description(self) -> str:
+        return (
+            f"fold {_names(self.nodes)} into the weights of the Conv/Gemm/MatMul before it in FP32 "
+            "(ONNX Runtime's basic optimizer folds every such node), then convert: every weight stays FP16"
+        )
+
+    def check(self, index: GraphIndex) -> None:
+        for name in self.nodes:
+            reason = _why_not_foldable(index, name)
+            if reason:
+                raise WorkbenchError(f"fold-bn does not apply to `{name}`: {reason}.")
+
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex) -> None:
+        folded = _ort_basic_optimized(graph, index)
+        left = sorted(set(self.nodes) & {n.name for n in folded.node})
+        if left:
+            raise WorkbenchError(f"fold-bn: ONNX Runtime's optimizer did not fold `{left[0]}` into the weights before it.")
+        graph.CopyFrom(folded)
+
+
+def _why_not_foldable(index: GraphIndex, name: str) -> str:
+    node = index.node_by_name.get(name)
+    if node is None:
+        return "no node of that name in the model"
+    if node.op_type not in _FOLDABLE:
+        return f"it is a {node.op_type}, not a BatchNormalization or a Mul/Add by a constant"
+    producer = index.producer.get(node.input[0]) if node.input else None
+    if producer is None or producer.op_type not in _WEIGHTED:
+        return "its input does not come from a Conv, Gemm or MatMul"
+    if node.op_type != "BatchNormalization" and not all(index.is_constant(n) for n in node.input[1:] if n):
+        return "its other input is not a constant"
+    if len(index.consumers.get(node.input[0], [])) > 1:
+        return f"the output of {producer.op_type} `{producer.name}` has other readers"
+    return ""
+
+
+def _ort_basic_optimized(graph: onnx.GraphProto, index: GraphIndex) -> onnx.GraphProto:
+    """`graph` as ONNX Runtime's basic-level optimizer saves it (weights read back in)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    proto = helper.make_model(graph, opset_imports=index.opset_imports)
+    proto.ir_version = max(proto.ir_version, 7)
+    if index.data_dir is not None and any(uses_external_data(t) for t in proto.graph.initializer):
+        load_external_data_for_model(proto, str(index.data_dir))
+    with tempfile.TemporaryDirectory(prefix="workbench-fold-") as folder:
+        source, target = Path(folder) / "source.onnx", Path(folder) / "folded.onnx"
+        onnx.save_model(proto, source, save_as_external_data=proto.ByteSize() > _PROTO_LIMIT, location="source.data")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(target)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "folded.data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        try:
+            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own message, on one line
+            raise WorkbenchError(f"fold-bn: ONNX Runtime could not optimize the model: {str(exc).splitlines()[0]}") from None
+        folded = onnx.load_model(target)  # reads folded.data back in
+    return folded.graph
+
+
+_PROTO_LIMIT = 1 << 30  # above this, the model goes to ORT with its weights in a file beside it (protobuf's 2 GB)
+
+
 # ---------------------------------------------------------------- precision fixes
 
 
@@ -201,12 +295,19 @@ class MaskToWhere(Fix):
 class KeepFp32(Fix):
     nodes: tuple[str, ...]
     reason: str = ""
+    lost_at: tuple[str, ...] = ()  # tensors whose value FP16 storage loses, where the region starts
     name: ClassVar[str] = "keep-fp32"
 
     @property
     def description(self) -> str:
         because = f" ({self.reason})" if self.reason else ""
         return f"keep {_names(self.nodes)} in FP32 with Casts around {'it' if len(self.nodes) == 1 else 'them'}{because}"
+
+    def to_dict(self) -> dict:
+        result = super().to_dict()
+        if self.lost_at:
+            result["lost_at"] = list(self.lost_at)
+        return result
 
     def check(self, index: GraphIndex) -> None:
         for name in self.nodes:
@@ -283,11 +384,14 @@ def apply(reference: Model, fixes: Sequence[Fix], base: Fp16Options = Fp16Option
         proto = onnx.ModelProto()
         proto.CopyFrom(reference.proto)
         for fix in rewriting:
-            fix.rewrite(proto.graph, GraphIndex(proto.graph, list(proto.opset_import)))
+            fix.rewrite(proto.graph, GraphIndex(proto.graph, list(proto.opset_import), data_dir=reference.data_dir))
         source = reference.with_proto(proto, origin="fixed FP32 source")
+    # A node a rewrite removed (a BatchNormalization folded into its Conv) has nothing left to keep.
+    present = set(_index(source).node_by_name)
+    keep = frozenset().union(*(fix.fp32_nodes(index) for fix in fixes)) & present
     options = replace(
         base,
-        keep_nodes=frozenset(base.keep_nodes).union(*(fix.fp32_nodes(index) for fix in fixes)),
+        keep_nodes=frozenset(base.keep_nodes) | keep,
         keep_op_types=frozenset(base.keep_op_types).union(*(fix.fp32_op_types() for fix in fixes)),
     )
     candidate, stats = convert_to_fp16(source, options)
@@ -298,7 +402,7 @@ def apply(reference: Model, fixes: Sequence[Fix], base: Fp16Options = Fp16Option
 
 _SPEC_HELP = (
     "clamp-constants=T1,T2 | mask-constant=T | raise-eps=T | mask-to-where=NODE | keep-fp32=N1,N2 | "
-    "keep-op-type=OP | keep-between=START1,START2:END1,END2"
+    "keep-op-type=OP | keep-between=START1,START2:END1,END2 | fold-bn=N1,N2"
 )
 
 
@@ -318,6 +422,7 @@ def parse_fix(spec: str) -> Fix:
         "mask-constant": lambda: MaskConstant(parts),
         "raise-eps": lambda: RaiseEps(parts),
         "keep-fp32": lambda: KeepFp32(parts),
+        "fold-bn": lambda: FoldIntoWeights(parts),
         "mask-to-where": lambda: MaskToWhere(_single(name, parts)),
         "keep-op-type": lambda: KeepOpType(_single(name, parts)),
     }
@@ -340,9 +445,22 @@ def propose(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIn
 
     `index` and `values` are the reference graph and its captured tensors (FP32).
     """
+    at_node = propose_at_node(kind, node, evidence, index, values)
+    from_loss = _stored_loss_fix(kind, node, index, values)
+    if from_loss is None:
+        return at_node
+    return (from_loss,) + tuple(f for f in at_node if f != from_loss)
+
+
+def propose_at_node(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIndex, values: dict) -> tuple[Fix, ...]:
+    """Fixes for a root of this kind at `node` itself (see `propose`)."""
     constants = [i.name for i in evidence.lossy_constants]
     if kind == explain.CONSTANT_OUT_OF_RANGE:
         overflowing = tuple(i.name for i in evidence.lossy_constants if i.overflows)
+        if _is_normalisation_statistic(index, node, overflowing):
+            # Clamping is wrong here: a variance of 65504 instead of 9.79e7 scales the channel 38x.
+            folding = (FoldIntoWeights((node,)),) if not _why_not_foldable(index, node) else ()
+            return folding + (KeepFp32((node,)),)
         fixes: list[Fix] = []
         if _is_mask_constant(index, node, overflowing):
             fixes.append(MaskConstant(overflowing))
@@ -364,6 +482,91 @@ def propose(kind: str, node: str, evidence: explain.NodeEvidence, index: GraphIn
         readers = tuple(dict.fromkeys(r.name for out in index.node_by_name[node].output for r in index.consumers.get(out, [])))
         return (KeepFp32((node,) + readers, "its outputs are below FP16's range"),)
     return (KeepFp32((node,)),)
+
+
+# Ops for which an input that becomes 0 is a different result altogether (log 0, 1/0).
+_ZERO_SENSITIVE = {"Log", "Div", "Reciprocal", "Pow", "Sqrt"}
+# Integers above this lose precision in FP16 (its spacing is 2 from 2048 to 4096).
+FP16_EXACT_INTEGERS = 2048
+_MAX_BACKWARD_STEPS = 8
+
+
+def _stored_loss_fix(kind: str, node: str, index: GraphIndex, values: dict) -> "KeepFp32 | None":
+    """Keep the region that starts where a value is lost when stored in FP16, if the root reads such a value.
+
+    Keeping only the node that shows the fault is not enough when its input is already lost
+    in the FP16 tensor it reads (a softmax output of 1e-13 stored as 0 before a Log; a
+    position of 3001 stored as 3000 before Cos): the region starts at the producer of that
+    tensor, grows backward while the stored inputs are still lost, and forward while the
+    values are beyond FP16's range.
+    """
+    if kind in (explain.CONSTANT_OUT_OF_RANGE, explain.CONSTANT_UNDERFLOW):
+        return None
+    zeros_matter = kind == explain.INF_ARITHMETIC or index.node_by_name[node].op_type in _ZERO_SENSITIVE
+    inputs = _computed_float_inputs(index, node)
+    if kind == explain.PRECISION_LOSS:
+        start = inputs  # the rounding happens where its inputs are stored
+    else:
+        start = [t for t in inputs if stored_loss(values.get(t), zeros_matter)]
+    if not start:
+        return None
+    region, lost_at, upstream = [node], list(start), list(start)
+    for _ in range(_MAX_BACKWARD_STEPS):
+        frontier = [index.producer[t].name for t in upstream]
+        frontier = [n for n in dict.fromkeys(frontier) if n not in region]
+        if not frontier:
+            break
+        region += frontier
+        upstream = [t for n in frontier for t in _computed_float_inputs(index, n) if stored_loss(values.get(t), True)]
+        lost_at += upstream
+    if kind == explain.PRECISION_LOSS and lost_at == start:
+        return None  # no stored loss further up: `propose_at_node` keeps the producers already
+    region += [n for n in overflow_region(index, node, values) if n not in region]
+    order = {n.name: i for i, n in enumerate(index.nodes)}
+    tensors = tuple(reversed(dict.fromkeys(lost_at)))  # upstream first: where the loss begins
+    how = next((text for text in (stored_loss(values.get(t), True) for t in tensors) if text), "rounded")
+    verb = "is" if len(tensors) == 1 else "are"
+    reason = f"the value is lost where {_names(tensors)} {verb} stored in FP16 ({how}); the region starts at its producer"
+    return KeepFp32(tuple(sorted(region, key=order.__getitem__)), reason, tensors)
+
+
+def stored_loss(value, zeros_matter: bool) -> str:
+    """How storing this FP32 tensor in FP16 loses its value, in words ('' when it does not).
+
+    Overflow to ±inf, non-zero values that become 0 (when `zeros_matter`), integers above
+    2048 that FP16 cannot hold exactly (positions, counts).
+    """
+    if value is None or value.dtype.kind != "f" or not value.size:
+        return ""
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = value.astype(np.float16).astype(value.dtype)
+        finite = np.isfinite(value)
+        overflow = finite & ~np.isfinite(half)
+        if overflow.any():
+            return f"{int(overflow.sum())} of {value.size} values beyond ±65504 become ±inf"
+        vanish = (value != 0) & (half == 0)
+        if zeros_matter and vanish.any():
+            smallest = float(np.min(np.abs(value[vanish])))
+            return f"{int(vanish.sum())} of {value.size} values as small as {smallest:.3g} become 0"
+        integral = finite & (np.abs(value) > FP16_EXACT_INTEGERS) & (value == np.round(value)) & (half != value)
+        if integral.any() and bool(np.all(value[finite] == np.round(value[finite]))):
+            return f"{int(integral.sum())} of {value.size} integers above {FP16_EXACT_INTEGERS} are rounded (FP16's spacing is 2 there)"
+    return ""
+
+
+def _computed_float_inputs(index: GraphIndex, node: str) -> list[str]:
+    """The node's float inputs that another node computes (not constants, not model inputs)."""
+    found = index.node_by_name[node]
+    return [
+        name for name in dict.fromkeys(found.input)
+        if name and name in index.producer and not index.is_constant(name) and index.is_float(name)
+    ]
+
+
+def _is_normalisation_statistic(index: GraphIndex, node: str, constants: tuple[str, ...]) -> bool:
+    """The out-of-range constants are a BatchNormalization's scale, bias, mean or variance."""
+    found = index.node_by_name[node]
+    return found.op_type == "BatchNormalization" and bool(constants) and set(constants) <= set(found.input[1:])
 
 
 def overflow_region(index: GraphIndex, node: str, values: dict) -> tuple[str, ...]:

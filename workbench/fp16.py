@@ -202,6 +202,7 @@ class _GraphConverter:
         self.fmt = precision(options.precision)
         self.low = self.fmt.elem_type  # the target type: FLOAT16 unless another format is asked for
         self.fp32_nodes = {n.name for n in index.nodes if self._stays_fp32(n)}
+        self.fp32_nodes |= constant_feeders(index, self.fp32_nodes)
         self.converted_initializers = 0
         self.clamped: list[str] = []
         self.casts_inserted = 0
@@ -384,6 +385,27 @@ class _GraphConverter:
                 new.type.tensor_type.elem_type = self.low
             result.append(new)
         return result
+
+
+def constant_feeders(index: GraphIndex, fp32_nodes: set[str]) -> set[str]:
+    """Nodes that compute only constants (Constant, a Reshape or Cast of a weight) and are read by
+    a node in `fp32_nodes`, directly or through each other.
+
+    They stay FP32 as well, so a node kept in FP32 reads its weights from the FP32 source and
+    never through an FP16 copy: paddle2onnx stores weights as Constant nodes, and a
+    BatchNormalization variance of 9.79e7 would otherwise be inf in FP16 and cast back.
+    An FP16 reader of the same constant gets a Cast to FP16 of it: the same values.
+    """
+    kept, found = set(fp32_nodes), set()
+    outputs = set(index.output_names)
+    for node in reversed(index.nodes):  # readers come before their producers in this walk
+        if node.name in kept or not index.produces_constants(node) or outputs.intersection(node.output):
+            continue
+        readers = [reader for name in node.output if name for reader in index.consumers.get(name, [])]
+        if any(reader.name in kept for reader in readers):
+            kept.add(node.name)
+            found.add(node.name)
+    return found
 
 
 def cast_to_fp16(values: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from workbench.diagnose import rediagnose
 from workbench.errors import WorkbenchError
 from workbench.fixes import Fix
 from workbench.fp16 import ConversionStats
+from workbench.graph import GraphIndex
 from workbench.model import Model
 from workbench.report import Diagnosis, _json_float
 from workbench.save import save_model
@@ -36,6 +37,10 @@ class Attempt:
     verdict: str  # "ok" | "nonfinite" | "divergent" | "failed" (the variant did not run)
     worst_rel_l2: float
     error: str | None = None
+    runs: int = 0  # model runs spent by the search once this attempt was verified
+    move: str = ""  # "proposal" (a root's next fix) | "growth" (the kept region grew) | "shrink" | "user"
+    kept_fp32: int = 0  # nodes computing in FP32 in this attempt
+    fp16_weight_fraction: float = 1.0
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +48,10 @@ class Attempt:
             "verdict": self.verdict,
             "worst_rel_l2": _json_float(self.worst_rel_l2),
             "error": self.error,
+            "runs": self.runs,
+            "move": self.move,
+            "kept_fp32": self.kept_fp32,
+            "fp16_weight_fraction": round(self.fp16_weight_fraction, 4),
         }
 
 
@@ -56,6 +65,7 @@ class Verification:
     runs: int  # model forward passes (full or partial) spent since the model was loaded, `before` included
     attempts: tuple[Attempt, ...] = ()
     task: object | None = None  # a workbench.task TaskResult, when a task-level check was asked for
+    budget: int | None = None  # the automatic fix's run budget (None: fixes applied by hand)
 
     @property
     def model(self) -> Model:
@@ -72,7 +82,16 @@ class Verification:
 
     @property
     def kept_fp32(self) -> tuple[str, ...]:
-        return self.conversion.kept_fp32 if self.conversion else ()
+        """Nodes that compute in FP32; the Constants that only feed them their FP32 weights are not counted."""
+        if not self.conversion:
+            return ()
+        index = GraphIndex.of(self.model)
+        return tuple(n for n in self.conversion.kept_fp32 if n not in index.node_by_name or not _weights_only(index, n))
+
+    @property
+    def verified_by(self) -> dict[str, bool]:
+        """Which engine accepted the fixed model: {engine name: outputs within tolerance}."""
+        return {self.after.mode: self.after.verdict == "ok"}
 
     @property
     def clamped(self) -> tuple[str, ...]:
@@ -110,6 +129,9 @@ class Verification:
             "roots": after["roots"],
             "before": {"verdict": self.before.verdict, "outputs": self.before.to_dict()["outputs"]},
             "runs": self.runs,
+            "run_budget": self.budget,
+            "budget_spent": self.budget is not None and self.runs >= self.budget and not self.ok,
+            "verified_by": self.verified_by,
             "attempts": [attempt.to_dict() for attempt in self.attempts],
             "fp16_weight_fraction": round(self.fp16_weight_fraction, 4),
             "task": self.task.to_dict() if self.task is not None else None,
@@ -121,7 +143,9 @@ class Verification:
 
     def summary(self) -> str:
         status = "OK" if self.ok else "NOT FIXED"
-        lines = [f"{self.model.name}: {status} after {len(self.fixes)} fix(es), {self.runs} model runs"]
+        budget = f" (budget {self.budget}{', spent' if self.runs >= self.budget else ''})" if self.budget is not None else ""
+        tried = f", {len(self.attempts)} attempt(s)" if self.attempts else ""
+        lines = [f"{self.model.name}: {status} after {len(self.fixes)} fix(es), {self.runs} model runs{budget}{tried}"]
         lines += [f"  fix {fix.name}: {fix.description}" for fix in self.fixes]
         for name, after in self.after.outputs.items():
             before = self.before.outputs[name]
@@ -178,14 +202,25 @@ def apply_fixes(
 
 
 def fp16_weight_fraction(model: Model) -> float:
-    """Share of float initializer elements stored as FP16 (1.0: every weight FP16)."""
+    """Share of float weight elements stored as FP16 (1.0: every weight FP16).
+
+    Weights are initializers and Constant nodes' tensors (paddle2onnx stores every weight as a Constant).
+    """
     fp16 = total = 0
-    for tensor in model.graph.initializer:
+    tensors = list(model.graph.initializer) + [
+        attr.t for node in model.graph.node if node.op_type == "Constant" for attr in node.attribute if attr.name == "value"
+    ]
+    for tensor in tensors:
         if tensor.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE):
             count = int(np.prod(tensor.dims))
             total += count
             fp16 += count if tensor.data_type == TensorProto.FLOAT16 else 0
     return fp16 / total if total else 1.0
+
+
+def _weights_only(index: GraphIndex, name: str) -> bool:
+    """A node that computes nothing but constants (a Constant, a Reshape of a weight)."""
+    return index.produces_constants(index.node_by_name[name])
 
 
 def _target(fix: Fix) -> str:
