@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from workbench import explain, fixes
-from workbench.compare import TensorDiff, Tolerance, align, tensor_diff, verdict
+from workbench import explain, fixes, task
+from workbench.compare import TensorDiff, Tolerance, align, slice_axes, tensor_diff, verdict
 from workbench.errors import WorkbenchError
 from workbench.explain import InputEvidence, NodeEvidence
 from workbench.feeds import Feed, check_feed, generate_feed, load_feed
@@ -162,6 +162,8 @@ class _Search:
             cand_outputs = self.cand_values
         self._forward_passes += 1
         output_diffs = self._output_diffs(cand_outputs)
+        # issue 12: the check a user of each output makes (top-1, mask IoU, cosine), chosen from the graph
+        tasks = task.check_outputs(self.ref_index, {n: self.ref_values[n] for n in output_diffs}, cand_outputs, feed)
         nodes, suspects = self._compare_nodes()
         the_verdict = verdict(output_diffs)
         if the_verdict == "ok":  # nothing to explain: only range faults are worth a warning
@@ -198,6 +200,7 @@ class _Search:
             candidate_given=self.candidate_given,
             reference_index=self.ref_index,
             runners=(self.ref_runner, self.cand_runner),
+            tasks=tasks,
         )
 
     on_progress: Callable[[int, int], None] | None = None
@@ -276,7 +279,8 @@ class _Search:
         for name in self.ref_index.output_names:
             if name not in cand_outputs:
                 raise WorkbenchError(f"the candidate has no output '{name}'; both models must have the same outputs.")
-            diffs[name] = tensor_diff(self.ref_values[name], cand_outputs[name], self.tol)
+            # issue 12: each Concat-built slice is judged against its own scale
+            diffs[name] = tensor_diff(self.ref_values[name], cand_outputs[name], self.tol, slice_axes(self.ref_index, name, self.ref_values))
         return diffs
 
     # -- per node -----------------------------------------------------------------------------
@@ -450,8 +454,9 @@ class _Search:
         replay(self.ref_index, self.ref_runner, overlay, nodes=_only_tainted(after, tainted), on_node=track)
         worst = 0.0
         for name in self.ref_index.output_names:
-            diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
-            worst = max(worst, float("inf") if diff.nonfinite else diff.rel_l2)
+            # issue 12: a fault that destroys one slice (batch row, Concat part) harms the output
+            diff = tensor_diff(self.ref_values[name], overlay[name], self.tol, slice_axes(self.ref_index, name, self.ref_values))
+            worst = max(worst, diff.effect)
         return worst, absorbed_by, turns_nonfinite
 
     def _demoted(self, root: Finding) -> Finding:
