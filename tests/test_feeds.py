@@ -193,3 +193,13 @@ def test_without_pillow_the_picture_is_drawn_rectangles(monkeypatch):
     x = generate_feed(index)["x"]
     assert x.shape == (2, 3, 64, 256) and x.max() > 100 and x.min() == 0  # dark bars where text would be
     assert "image of drawn rectangles (Pillow not installed)" in describe_generated(index)
+
+
+def test_a_diagnosis_without_inputs_runs_a_cnn_and_says_what_it_generated():
+    import workbench
+
+    model, _ = _cnn(**IMAGENET_255)
+    report = workbench.diagnose(model)
+    assert report.feed["x"].shape == (2, 3, 64, 256)
+    assert "inputs 'x': generated: structured 3×64×256 image with text" in report.summary()
+    assert workbench.diagnose(model, inputs=report.feed).feed_origin is None  # given inputs: nothing to say

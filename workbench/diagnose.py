@@ -26,7 +26,7 @@ from workbench import explain, fixes, task
 from workbench.compare import TensorDiff, Tolerance, align, slice_axes, tensor_diff, verdict
 from workbench.errors import WorkbenchError
 from workbench.explain import InputEvidence, NodeEvidence
-from workbench.feeds import Feed, check_feed, generate_feed, load_feed
+from workbench.feeds import Feed, check_feed, describe_generated, generate_feed, load_feed
 from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
 from workbench.graph import GraphIndex, node_reads
 from workbench.model import Model, full_proto, load_model
@@ -78,7 +78,10 @@ def diagnose(
     else:
         candidate_model = load_model(candidate)
     search = _Search(reference, candidate_model, options, candidate_given=candidate is not None)
-    return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
+    diagnosis = search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
+    if inputs is None:  # issue 12: say what kind of feed was made up, and that a real one is better
+        diagnosis = replace(diagnosis, feed_origin=describe_generated(search.ref_index))
+    return diagnosis
 
 
 def rediagnose(
@@ -96,7 +99,7 @@ def rediagnose(
     start = time.perf_counter()
     search = _Search(before.reference, candidate, before.options, candidate_given=before.candidate_given, reuse=before)
     search.on_progress = progress
-    return search.run(before.feed, start, conversion)
+    return replace(search.run(before.feed, start, conversion), feed_origin=before.feed_origin)
 
 
 def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOptions:

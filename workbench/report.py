@@ -72,6 +72,7 @@ class Diagnosis:
     reference_index: Any = field(repr=False, default=None, compare=False)  # GraphIndex of the reference
     runners: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) NodeRunners
     tasks: dict = field(repr=False, default_factory=dict)  # output name -> workbench.task TaskResult (issue 12)
+    feed_origin: str | None = field(repr=False, default=None)  # what was generated when no inputs were given
 
     @property
     def fixes(self) -> tuple:
@@ -115,6 +116,8 @@ class Diagnosis:
     def summary(self) -> str:
         lines = [f"{self.candidate.name} against {self.reference.name} ({self.mode} FP16): {self.verdict.upper()}"]
         lines += [f"  output {name}: {self.output_line(name)}" for name in self.outputs]
+        if self.feed_origin:
+            lines.append(f"  inputs {self.feed_origin}")
         if self.first_nonfinite:
             lines.append(f"  first non-finite value at node {self.first_nonfinite}")
         for root in self.roots:
