@@ -155,6 +155,9 @@ def test_a_concat_of_a_huge_branch_and_a_broken_small_one_gives_two_roots(rng):
     assert sorted(f.kind for f in report.roots) == ["activation_overflow", "activation_overflow"]
     assert {f.op_type for f in report.roots} == {"Exp", "ReduceSumSquare"}
     assert report.outputs["y"].worst_slice.part == "small"
+    sentence = next(f.explanation for f in report.roots if f.op_type == "ReduceSumSquare")
+    assert f"columns 4–7 of `y` (the second input of Concat `{_concat_name(GraphIndex.of(report.reference))}`, " \
+           "`small`) become all zeros" in sentence
 
 
 def test_a_batch_with_a_broken_small_row_beside_a_large_row_gives_a_root(rng):
@@ -175,3 +178,16 @@ def test_a_batch_with_a_broken_small_row_beside_a_large_row_gives_a_root(rng):
     assert report.verdict == "divergent" and report.outputs["y"].rel_l2 < 1e-3
     assert [(f.op_type, f.kind) for f in report.roots] == [("ReduceSumSquare", "activation_overflow")]
     assert report.outputs["y"].worst_slice.start == 1
+    assert "put alone into the FP32 run, row 1 of `y` becomes all zeros (the whole of `y` is off by only" \
+        in report.roots[0].explanation
+    assert "worst: row 1 of `y` at rel-L2 1" in report.summary()
+
+
+def test_slices_are_named_as_a_user_reads_them():
+    from workbench.compare import WorstSlice
+    from workbench.explain import name_slice
+
+    assert name_slice("y", WorstSlice(0, 4, 8, 1.0)) == "rows 4–7 of `y`"
+    assert name_slice("y", WorstSlice(1, 4, 8, 1.0, "join", "b", 1), rank=2) == \
+        "columns 4–7 of `y` (the second input of Concat `join`, `b`)"
+    assert name_slice("y", WorstSlice(2, 3, 4, 1.0), rank=4) == "index 3 on axis 2 of `y`"

@@ -53,6 +53,7 @@ class WorstSlice:
     rel_l2: float
     concat: str | None = None  # the Concat that built this axis, when the graph shows one
     part: str | None = None  # that Concat's input holding the slice
+    part_index: int | None = None  # its position among the Concat's inputs, from 0
 
     def to_dict(self) -> dict:
         result = {"axis": self.axis, "range": [self.start, self.stop], "rel_l2": _json_float(self.rel_l2)}
@@ -181,7 +182,8 @@ def _worst_slice(reference: np.ndarray, delta: np.ndarray, slicings: list[SliceA
         # ties go to a Concat's part: it names where the slice came from
         if worst is None or errors[at] > worst.rel_l2 or (spec.concat is not None and errors[at] == worst.rel_l2):
             part = spec.parts[at] if at < len(spec.parts) else None
-            worst = WorstSlice(spec.axis, int(bounds[at]), int(bounds[at + 1]), float(errors[at]), spec.concat, part)
+            worst = WorstSlice(spec.axis, int(bounds[at]), int(bounds[at + 1]), float(errors[at]), spec.concat, part,
+                               at if part is not None else None)
     return worst
 
 

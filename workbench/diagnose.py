@@ -144,6 +144,7 @@ class _Search:
         self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
         self._early_diffs: dict[str, dict[str, TensorDiff]] = {}  # node -> its outputs' diffs, compared as computed
         self._released: dict[str, tuple[np.dtype, tuple]] = {}  # dropped candidate tensor -> (dtype, shape)
+        self._slice_notes: dict[str, str] = {}  # issue 12: suspect -> the output slice its fault alone destroys
 
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float, conversion: ConversionStats | None = None) -> Diagnosis:
@@ -412,6 +413,8 @@ class _Search:
         if harmful and turns_nonfinite and not item.local_diff.nonfinite:
             op_type = self.ref_index.node_by_name[turns_nonfinite].op_type
             text += f"; on its own this makes {op_type} `{turns_nonfinite}` produce NaN or inf"
+        if harmful and item.node.name in self._slice_notes:  # issue 12
+            text += f"; put alone into the FP32 run, {self._slice_notes[item.node.name]}"
         if not harmful:
             where = f" after `{absorbed_by}`" if absorbed_by else ""
             text += f"; harmless here: the fault is gone{where} and the outputs stay within tolerance"
@@ -460,6 +463,9 @@ class _Search:
             # issue 12: a fault that destroys one slice (batch row, Concat part) harms the output
             diff = tensor_diff(self.ref_values[name], overlay[name], self.tol, slice_axes(self.ref_index, name, self.ref_values))
             worst = max(worst, diff.effect)
+            note = explain.slice_effect(name, diff, self.ref_values[name], overlay[name], self.tol.rel_l2)
+            if note is not None and not diff.nonfinite:
+                self._slice_notes.setdefault(node.name, note)
         return worst, absorbed_by, turns_nonfinite
 
     def _demoted(self, root: Finding) -> Finding:

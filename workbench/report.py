@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench import explain
 from workbench.compare import TensorDiff
 from workbench.model import Model
 
@@ -104,7 +105,8 @@ class Diagnosis:
         text = f"{state} (rel-L2 {diff.rel_l2:.3g}, max |diff| {diff.max_abs:.3g}, non-finite {diff.nonfinite})"
         worst = diff.worst_slice
         if worst is not None and not diff.ok and worst.rel_l2 > diff.rel_l2:
-            text += f", worst slice {worst.start}:{worst.stop} of axis {worst.axis} at rel-L2 {worst.rel_l2:.3g}"
+            rank = np.ndim(self.reference_values[name]) if name in self.reference_values else None
+            text += f", worst: {explain.name_slice(name, worst, rank)} at rel-L2 {worst.rel_l2:.3g}"
         result = self.tasks.get(name)
         if result is None:
             return text + ", task: none recognised (fix --task picks one)"
