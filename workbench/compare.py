@@ -123,7 +123,8 @@ def tensor_diff(
     peak = float(np.max(np.abs(ref_both))) if ref_both.size else 0.0
     if work is np.float32 and max(peak, max_abs) > _FLOAT32_SQUARE_SAFE:
         ref_both, delta = ref_both.astype(np.float64), delta.astype(np.float64)
-    denominator = max(_norm(ref_both), tolerance.floor * np.sqrt(max(ref_both.size, 1)))
+    ref_norm = _norm(ref_both)
+    denominator = max(ref_norm, tolerance.floor * np.sqrt(max(ref_both.size, 1)))
     rel_l2 = _norm(delta) / denominator
     if all_finite:
         full_delta, full_ref = delta, ref_both
@@ -132,13 +133,13 @@ def tensor_diff(
         full_delta[both] = delta
         full_ref = np.where(both, ref, 0).astype(delta.dtype, copy=False)
     worst = _worst_slice(full_ref, full_delta, _slicings(reference.shape, slices), tolerance)
-    mismatched = elementwise_mismatches(full_ref, full_delta, tolerance)
+    mismatched = elementwise_mismatches(full_ref, full_delta, tolerance, ref_norm / float(np.sqrt(max(ref_both.size, 1))))
     slices_ok = worst is None or worst.rel_l2 <= tolerance.rel_l2
     ok = nonfinite == 0 and special_mismatch == 0 and rel_l2 <= tolerance.rel_l2 and slices_ok
     return TensorDiff(rel_l2=rel_l2, max_abs=max_abs, nonfinite=nonfinite, ok=ok, worst_slice=worst, mismatched=mismatched)
 
 
-def elementwise_mismatches(reference: np.ndarray, delta: np.ndarray, tolerance: Tolerance) -> int:
+def elementwise_mismatches(reference: np.ndarray, delta: np.ndarray, tolerance: Tolerance, rms: float | None = None) -> int:
     """Elements where |delta| > rtol·|reference| + atol: an allclose made for FP16.
 
     rtol is the tolerance's relative budget (1e-2, some twenty FP16 roundings of 2^-11); atol is that
@@ -147,9 +148,13 @@ def elementwise_mismatches(reference: np.ndarray, delta: np.ndarray, tolerance: 
     """
     if not reference.size:
         return 0
-    rms = _norm(reference) / np.sqrt(reference.size)
-    atol = max(tolerance.rel_l2 * rms, tolerance.floor)
-    return int(np.count_nonzero(np.abs(delta) > tolerance.rel_l2 * np.abs(reference) + atol))
+    if rms is None:
+        rms = _norm(reference) / float(np.sqrt(reference.size))
+    atol = float(max(tolerance.rel_l2 * rms, tolerance.floor))  # a Python float keeps float32 arrays float32
+    bound = np.abs(reference)
+    bound *= tolerance.rel_l2
+    bound += atol
+    return int(np.count_nonzero(np.abs(delta) > bound))
 
 
 def _slicings(shape: tuple[int, ...], slices) -> list[SliceAxis]:
@@ -189,8 +194,8 @@ def _worst_slice(reference: np.ndarray, delta: np.ndarray, slicings: list[SliceA
 
 def _squares_along(values: np.ndarray, axis: int) -> np.ndarray:
     """Sum of squares over every axis but `axis`, in float64: one number per index along `axis`."""
-    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-    return np.einsum("ij,ij->i", moved, moved, dtype=np.float64)
+    moved = np.moveaxis(np.square(values), axis, 0).reshape(values.shape[axis], -1)
+    return moved.sum(axis=1).astype(np.float64)  # numpy sums each row pairwise: accurate in float32 too
 
 
 def _json_float(value: float) -> float | None:
