@@ -109,7 +109,8 @@ def test_json_contract(sample):
     assert set(data) == {"verdict", "roots", "warnings", "first_nonfinite", "outputs", "mode", "engine", "precision"}
     assert set(data["roots"][0]) == {"node", "op_type", "kind", "explanation", "fixes"}  # fixes: added with issue 3
     assert all(set(fix) == {"name", "description"} for fix in data["roots"][0]["fixes"])
-    assert set(data["outputs"]["last_hidden_state"]) == {"rel_l2", "max_abs", "nonfinite"}
+    # worst_slice and task: added with issue 12; the older keys keep their meaning
+    assert set(data["outputs"]["last_hidden_state"]) == {"rel_l2", "max_abs", "nonfinite", "worst_slice", "task"}
     assert data["outputs"]["last_hidden_state"]["rel_l2"] is None  # all NaN: unbounded, and JSON has no inf
     assert data["mode"] == "faithful" and data["engine"] == "emulate" and data["precision"] == "fp16"
 

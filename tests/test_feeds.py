@@ -114,3 +114,92 @@ def test_minus_one_and_zero_dims_are_dynamic():
     assert feed["x"].shape == (1, 3, 48, 192)
     with pytest.raises(WorkbenchError, match="size 3 on axis 1"):
         check_feed(index, {"x": np.zeros((1, 4, 48, 192), np.float32)}, "m")
+
+
+# ---------------------------------------------------------------- images
+
+import onnxruntime as ort  # noqa: E402
+
+from workbench import feeds  # noqa: E402
+from workbench.feeds import describe_generated, image_layout  # noqa: E402
+
+IMAGENET_255 = dict(mean=np.array([123.7, 116.3, 103.5], np.float32).reshape(1, 3, 1, 1),
+                    std=np.array([58.4, 57.1, 57.4], np.float32).reshape(1, 3, 1, 1))
+IMAGENET_01 = dict(mean=np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1),
+                   std=np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1))
+
+
+def _cnn(input_type="float[N, 3, H, W]", normalise=True, channels=3, **constants):
+    """A stride-32 CNN: a 32×32 kernel, so an input smaller than 32 cannot run at all."""
+    body = "a = Sub(x, mean)\n b = Div(a, std)\n y = Conv <strides = [32, 32]> (b, w)" if normalise else \
+        "y = Conv <strides = [32, 32]> (x, w)"
+    model = parse_model(f"g ({input_type} x) => (float[N, 4, h, w] y) {{ {body} }}",
+                        w=np.full((4, channels, 32, 32), 1e-3, np.float32), **constants)
+    return model, GraphIndex.of(load_model(model))
+
+
+def test_an_image_input_gets_a_picture_big_enough_for_a_stride_32_cnn():
+    model, index = _cnn(**IMAGENET_255)
+    feed = generate_feed(index)
+    assert feed["x"].shape == (2, 3, 64, 256) and feed["x"].dtype == np.float32
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert y.shape == (2, 4, 2, 8)
+
+
+def test_the_picture_is_structured_deterministic_and_differs_per_row():
+    _, index = _cnn(**IMAGENET_255)
+    first, second = generate_feed(index)["x"], generate_feed(index)["x"]
+    assert np.array_equal(first, second) and not np.array_equal(first[0], first[1])
+    assert 0 <= first.min() and first.max() <= 255 and first.max() > 200  # the model's Sub/Div expect 0..255
+    edges = np.abs(np.diff(first[0], axis=2))
+    assert (edges > 50).mean() > 0.002 and (edges < 1).mean() > 0.5  # flat regions with sharp edges, not noise
+
+
+@pytest.mark.parametrize("constants, normalise, scale", [
+    (IMAGENET_255, True, "0..255"), (IMAGENET_01, True, "0..1"), ({}, False, "normalised")])
+def test_the_value_scale_follows_the_models_own_normalisation(constants, normalise, scale):
+    _, index = _cnn(normalise=normalise, **constants)
+    layout = image_layout(index, index.graph.input[0])
+    assert layout.scale == scale
+    x = generate_feed(index)["x"]
+    if scale == "0..1":
+        assert 0 <= x.min() and x.max() <= 1
+    if scale == "normalised":
+        assert x.min() < -1 and abs(float(x.mean())) < 1.5
+
+
+def test_fixed_dims_are_kept_and_channels_come_from_the_conv_weight():
+    _, index = _cnn("float[1, C, 48, 320]", normalise=False, channels=1)
+    layout = image_layout(index, index.graph.input[0])
+    assert layout.shape == (1, 1, 48, 320) and layout.picture
+    assert generate_feed(index)["x"].shape == (1, 1, 48, 320)
+
+
+def test_a_float_input_that_reaches_no_conv_is_not_an_image():
+    index = GraphIndex.of(load_model(parse_model("g (float[N, 3, H, W] x) => (float[N, 3, H, W] y) { y = Relu(x) }")))
+    assert image_layout(index, index.graph.input[0]) is None
+
+
+def test_the_report_says_what_kind_of_feed_was_generated():
+    _, index = _cnn(**IMAGENET_255)
+    assert describe_generated(index) == ("'x': generated: structured 3×64×256 image with text (values 0..255, "
+                                         "the model normalises itself); pass --inputs for real ones")
+    assert "'input_ids': generated token ids" in describe_generated(embed_index())
+
+
+def test_without_pillow_the_picture_is_drawn_rectangles(monkeypatch):
+    monkeypatch.setattr(feeds, "_pillow", lambda: None)  # Pillow is optional: as if it were not installed
+    _, index = _cnn(**IMAGENET_255)
+    x = generate_feed(index)["x"]
+    assert x.shape == (2, 3, 64, 256) and x.max() > 100 and x.min() == 0  # dark bars where text would be
+    assert "image of drawn rectangles (Pillow not installed)" in describe_generated(index)
+
+
+def test_a_diagnosis_without_inputs_runs_a_cnn_and_says_what_it_generated():
+    import workbench
+
+    model, _ = _cnn(**IMAGENET_255)
+    report = workbench.diagnose(model)
+    assert report.feed["x"].shape == (2, 3, 64, 256)
+    assert "inputs 'x': generated: structured 3×64×256 image with text" in report.summary()
+    assert workbench.diagnose(model, inputs=report.feed).feed_origin is None  # given inputs: nothing to say

@@ -267,3 +267,122 @@ def test_minilm_sentence_embeddings_fp32_and_fp16():
     result = SentenceEmbeddingTask().check(feed, reference, _run(convert_to_fp16(model)[0], feed))
     assert result.ok and result.metrics["sentences"] == 4 and result.metrics["rankings_equal"] is True, result.summary()
     assert result.metrics["min_cosine"] > 0.999
+
+
+# ---------------------------------------------------------------- checks chosen from the graph
+
+import workbench  # noqa: E402
+from inline_models import parse_model  # noqa: E402
+from workbench.graph import GraphIndex  # noqa: E402
+from workbench.task import EmbeddingTask, MaskTask, TopClassTask, check_outputs, task_for_output  # noqa: E402
+
+
+def _index(text, **initializers):
+    return GraphIndex.of(load_model(parse_model(text, **initializers)))
+
+
+def test_outputs_are_recognised_from_the_nodes_that_make_them():
+    index = _index(
+        """
+        g (float[2, 8] x, float[2, 4, 6] h) => (float[2, 8] probs, float[2, 8] mask, float[2, 8] unit,
+                                             float[2, 6] pooled, float[2, 4, 6] hidden, float[2, 8] plain) {
+            soft = Softmax <axis = -1> (x)
+            probs = Identity(soft)
+            mask = Sigmoid(x)
+            norm = ReduceL2 <keepdims = 1, axes = [1]> (x)
+            unit = Div(x, norm)
+            pooled = ReduceMean <keepdims = 0, axes = [1]> (h)
+            hidden = LayerNormalization <axis = -1> (h, gamma, beta)
+            plain = Relu(x)
+        }
+        """,
+        gamma=np.ones(6, np.float32), beta=np.zeros(6, np.float32),
+    )
+    assert task_for_output(index, "probs") == TopClassTask("probs", "class probabilities", -1)
+    assert task_for_output(index, "mask") == MaskTask("mask")
+    assert task_for_output(index, "unit") == EmbeddingTask("unit")
+    assert task_for_output(index, "pooled") == EmbeddingTask("pooled")
+    feed = {"attention_mask": np.ones((2, 4), np.int64)}
+    assert task_for_output(index, "hidden", (2, 4, 6), feed) == SentenceEmbeddingTask("hidden", "attention_mask")
+    assert task_for_output(index, "plain", (2, 8)) is None
+
+
+def test_raw_logits_over_a_large_last_axis_read_as_classes():
+    index = _index("g (float[3, 16] x) => (float[3, 500] y) { y = MatMul(x, w) }", w=np.ones((16, 500), np.float32))
+    assert task_for_output(index, "y", (3, 500)) == TopClassTask("y", "logits")
+    assert task_for_output(index, "y", (3, 50)) is None  # 50 classes after a MatMul: could be anything
+
+
+def _recogniser(rng):
+    """Softmax over 200 classes at 80 positions; logits near 500, where FP16's spacing is 0.25."""
+    model = parse_model("g (float[80, 200] x) => (float[80, 200] y) { y = Softmax <axis = -1> (x) }")
+    logits = rng.uniform(495, 500, (80, 200)).astype(np.float32)
+    logits[np.arange(80), rng.integers(0, 200, 80)] = 503.0  # a clear winner per position: 3 above the rest
+    return model, {"x": logits}
+
+
+def test_a_recogniser_off_in_numbers_but_not_in_characters_reads_task_ok(rng):
+    model, feed = _recogniser(rng)
+    report = workbench.diagnose(model, inputs=feed)
+    assert report.verdict == "divergent" and report.outputs["y"].rel_l2 > 1e-2
+    assert report.tasks["y"].ok and report.tasks["y"].metrics["same_top1"] == 80
+    assert "divergent (rel-L2" in report.summary()
+    assert "task ok: same top-1 at 100% of 80 positions" in report.summary()
+
+
+def _detector():
+    # A BatchNorm-like scale: the variance 9.79e7 is inf in FP16, sqrt(inf) = inf and x / inf = 0:
+    # every logit becomes 0 and the map 0.5 everywhere; the text pixels are lost.
+    return parse_model(
+        """
+        g (float[1, 1, 32, 32] x) => (float[1, 1, 32, 32] map) {
+            sd = Sqrt(var)
+            logits = Div(x, sd)
+            map = Sigmoid(logits)
+        }
+        """,
+        var=np.array(9.79e7, np.float32),
+    )
+
+
+def test_a_detector_whose_map_is_lost_reads_task_broken():
+    image = np.full((1, 1, 32, 32), -5 * 9894.4, np.float32)
+    image[..., 10:14, 4:28] = 5 * 9894.4  # a line of "text"
+    report = workbench.diagnose(_detector(), inputs={"x": image})
+    result = report.tasks["map"]
+    assert not result.ok and result.metrics["iou@0.5"] == 0.0 and result.metrics["pixels@0.5"] == 96
+    assert "task broken: IoU at 0.3" in report.summary()
+
+
+def test_a_map_with_nothing_to_find_says_so():
+    reference = {"m": np.full((1, 1, 4, 4), 1e-5, np.float32)}
+    result = MaskTask("m").check({}, reference, {"m": np.zeros((1, 1, 4, 4), np.float16)})
+    assert result.ok and "the feed shows nothing to find" in result.lines[0]
+
+
+def test_top_class_positions_with_nan_count_as_different():
+    reference = {"p": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)}
+    result = TopClassTask("p").check({}, reference, {"p": np.array([[0.1, 0.9], [np.nan, 0.2]], np.float16)})
+    assert not result.ok and result.metrics["same_top1"] == 1 and result.metrics["nonfinite_positions"] == 1
+
+
+def test_a_check_that_cannot_run_is_left_out_not_raised():
+    index = _index("g (float[2, 8] x) => (float[2, 8] y) { y = Softmax <axis = -1> (x) }")
+    reference = {"y": np.full((2, 8), np.nan, np.float32)}  # a non-finite reference: no task check
+    assert check_outputs(index, reference, {"y": np.zeros((2, 8), np.float16)}) == {}
+    good = {"y": np.eye(2, 8, dtype=np.float32)}
+    assert check_outputs(index, good, good)["y"].ok
+
+
+@pytest.mark.slow
+def test_minilm_diagnosis_checks_its_sentence_embeddings_without_a_false_alarm():
+    from sample_models import build
+
+    feed = build.minilm_feed()
+    clean = workbench.diagnose(build.export_minilm("modern"), inputs=feed)
+    assert clean.verdict == "ok" and clean.roots == ()
+    result = clean.tasks["last_hidden_state"]
+    assert result.name == "sentence embedding" and result.ok, result.summary()
+    assert "task ok: 4 sentences: min cosine" in clean.summary()
+    broken = workbench.diagnose(build.export_minilm("legacy"), inputs=feed)  # every embedding NaN
+    assert not broken.tasks["last_hidden_state"].ok and "task broken" in broken.summary()

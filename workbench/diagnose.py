@@ -22,11 +22,11 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from workbench import explain, fixes
-from workbench.compare import TensorDiff, Tolerance, align, tensor_diff, verdict
+from workbench import explain, fixes, task
+from workbench.compare import TensorDiff, Tolerance, align, slice_axes, tensor_diff, verdict
 from workbench.errors import WorkbenchError
 from workbench.explain import InputEvidence, NodeEvidence
-from workbench.feeds import Feed, check_feed, generate_feed, load_feed
+from workbench.feeds import Feed, check_feed, describe_generated, generate_feed, load_feed
 from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
 from workbench.graph import GraphIndex, node_reads
 from workbench.model import Model, load_model
@@ -88,7 +88,10 @@ def diagnose(
         notes += [f"candidate: {note}"] if note else []
     search = _Search(reference, candidate_model, options, candidate_given=candidate is not None)
     search.notes = tuple(notes)
-    return search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
+    diagnosis = search.run(_resolve_feed(search.ref_index, inputs, reference.name), start, conversion)
+    if inputs is None:  # issue 12: say what kind of feed was made up, and that a real one is better
+        diagnosis = replace(diagnosis, feed_origin=describe_generated(search.ref_index))
+    return diagnosis
 
 
 def rediagnose(
@@ -107,7 +110,7 @@ def rediagnose(
     search = _Search(before.reference, candidate, before.options, candidate_given=before.candidate_given, reuse=before)
     search.on_progress = progress
     search.notes = before.notes
-    return search.run(before.feed, start, conversion)
+    return replace(search.run(before.feed, start, conversion), feed_origin=before.feed_origin)
 
 
 def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOptions:
@@ -157,6 +160,7 @@ class _Search:
         self._lossy_constants: dict[str, bool] = {}  # candidate constant name -> does FP16 lose it
         self._early_diffs: dict[str, dict[str, TensorDiff]] = {}  # node -> its outputs' diffs, compared as computed
         self._released: dict[str, tuple[np.dtype, tuple]] = {}  # dropped candidate tensor -> (dtype, shape)
+        self._slice_notes: dict[str, str] = {}  # issue 12: suspect -> the output slice its fault alone destroys
 
     # -- capture ------------------------------------------------------------------------------
     def run(self, feed: Feed, start: float, conversion: ConversionStats | None = None) -> Diagnosis:
@@ -172,6 +176,9 @@ class _Search:
         self.cand_values = self._candidate_pass(dict(cand_feed))
         self._forward_passes += 1
         output_diffs = self._output_diffs(self.cand_values)
+        # issue 12: the check a user of each output makes (top-1, mask IoU, cosine), chosen from the graph
+        cand_outputs = {n: self.cand_values[n] for n in output_diffs}
+        tasks = task.check_outputs(self.ref_index, {n: self.ref_values[n] for n in output_diffs}, cand_outputs, feed)
         nodes, suspects = self._compare_nodes()
         the_verdict = verdict(output_diffs)
         if the_verdict == "ok":  # nothing to explain: only range faults are worth a warning
@@ -211,6 +218,7 @@ class _Search:
             reference_index=self.ref_index,
             engines=(self.ref_engine, self.cand_engine),
             notes=self.notes,
+            tasks=tasks,
         )
 
     on_progress: Callable[[int, int], None] | None = None
@@ -297,7 +305,8 @@ class _Search:
         for name in self.ref_index.output_names:
             if name not in cand_outputs:
                 raise WorkbenchError(f"the candidate has no output '{name}'; both models must have the same outputs.")
-            diffs[name] = tensor_diff(self.ref_values[name], cand_outputs[name], self.tol)
+            # issue 12: each Concat-built slice is judged against its own scale
+            diffs[name] = tensor_diff(self.ref_values[name], cand_outputs[name], self.tol, slice_axes(self.ref_index, name, self.ref_values))
         return diffs
 
     # -- per node -----------------------------------------------------------------------------
@@ -437,6 +446,8 @@ class _Search:
         if harmful and turns_nonfinite and not item.local_diff.nonfinite:
             op_type = self.ref_index.node_by_name[turns_nonfinite].op_type
             text += f"; on its own this makes {op_type} `{turns_nonfinite}` produce NaN or inf"
+        if harmful and item.node.name in self._slice_notes:  # issue 12
+            text += f"; put alone into the FP32 run, {self._slice_notes[item.node.name]}"
         if not harmful:
             where = f" after `{absorbed_by}`" if absorbed_by else ""
             text += f"; harmless here: the fault is gone{where} and the outputs stay within tolerance"
@@ -484,8 +495,12 @@ class _Search:
         replay(self.ref_index, self.ref_engine.node_runner, overlay, nodes=_only_tainted(followed, tainted), on_node=track)
         worst = 0.0
         for name in self.ref_index.output_names:
-            diff = tensor_diff(self.ref_values[name], overlay[name], self.tol)
-            worst = max(worst, float("inf") if diff.nonfinite else diff.rel_l2)
+            # issue 12: a fault that destroys one slice (batch row, Concat part) harms the output
+            diff = tensor_diff(self.ref_values[name], overlay[name], self.tol, slice_axes(self.ref_index, name, self.ref_values))
+            worst = max(worst, diff.effect)
+            note = explain.slice_effect(name, diff, self.ref_values[name], overlay[name], self.tol.rel_l2)
+            if note is not None and not diff.nonfinite:
+                self._slice_notes.setdefault(node.name, note)
         return worst, absorbed_by, turns_nonfinite
 
     def _demoted(self, root: Finding) -> Finding:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from workbench.compare import TensorDiff
+from workbench.compare import TensorDiff, WorstSlice
 from workbench.precision import FP16, Precision
 
 # Kinds, most specific first. Each root or warning has exactly one.
@@ -248,3 +248,48 @@ def _underflowed(reference: np.ndarray, local: np.ndarray, fmt: Precision = FP16
         return False
     lost = (reference != 0) & (np.abs(reference) < fmt.tiny) & (local.astype(np.float64) == 0)
     return bool(lost.any())
+
+
+# ---------------------------------------------------------------- slices (issue 12)
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def name_slice(output: str, worst: WorstSlice, rank: int | None = None) -> str:
+    """"rows 4–7 of `y`", "columns 4–7 of `y` (the second input of Concat `join`)"."""
+    count = worst.stop - worst.start
+    if worst.axis == 0:
+        noun = "row" if count == 1 else "rows"
+    elif rank == 2 and worst.axis == 1:
+        noun = "column" if count == 1 else "columns"
+    else:
+        noun = "index" if count == 1 else "indexes"
+    where = f"{worst.start}" if count == 1 else f"{worst.start}–{worst.stop - 1}"
+    axis = f" on axis {worst.axis}" if not noun.startswith(("row", "column")) else ""
+    text = f"{noun} {where}{axis} of `{output}`"
+    if worst.concat is not None and worst.part is not None:
+        text += f" ({_part_ordinal(worst)} input of Concat `{worst.concat}`, `{worst.part}`)"
+    return text
+
+
+def slice_effect(output: str, diff: TensorDiff, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> str | None:
+    """What happens to the worst slice, when it is broken while the whole tensor hides it; else None.
+
+    "rows 4–7 of `y` (...) become all zeros (the whole of `y` is off by only 1.2e-27)".
+    """
+    worst = diff.worst_slice
+    if worst is None or worst.rel_l2 <= tolerance or diff.rel_l2 > tolerance:
+        return None
+    index = [slice(None)] * reference.ndim
+    index[worst.axis] = slice(worst.start, worst.stop)
+    ref_part, cand_part = reference[tuple(index)], np.asarray(candidate[tuple(index)], np.float64)
+    plural = worst.stop - worst.start != 1 or worst.axis != 0
+    if np.all(cand_part == 0) and np.any(ref_part != 0):
+        effect = "become all zeros" if plural else "becomes all zeros"
+    else:
+        effect = f"{'are' if plural else 'is'} off by a relative error of {worst.rel_l2:.2g}"
+    return f"{name_slice(output, worst, reference.ndim)} {effect} (the whole of `{output}` is off by only {diff.rel_l2:.2g})"
+
+
+def _part_ordinal(worst: WorstSlice) -> str:
+    return "the " + (_ORDINALS[worst.part_index] if worst.part_index < len(_ORDINALS) else f"#{worst.part_index + 1}")

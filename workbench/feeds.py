@@ -1,13 +1,16 @@
 """Model inputs: read from an .npz file, checked against the model, or generated.
 
-Generated feeds look like real transformer inputs: token ids within the embedding
-table found in the graph, attention masks of ones with some padding, floats from
-normal(0, 1). Fixed seed: the same model always gets the same feed.
+Generated feeds look like real inputs: token ids within the embedding table found in
+the graph, attention masks of ones with some padding, structured images (shapes, edges,
+a line of text) where the graph shows an image input into a Conv, floats from normal(0, 1)
+otherwise. Fixed seed: the same model always gets the same feed. `describe_generated` says
+what was made, for the report.
 """
 
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,9 @@ def _generate_one(index, info, batch, sequence, rng) -> np.ndarray:
     if "mask" in lowered and _kind(dtype) in "fib":
         return _padding_mask(shape).astype(dtype)
     if _kind(dtype) == "f":
+        image = image_layout(index, info, batch)
+        if image is not None:
+            return generated_images(image, rng).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
     if _kind(dtype) == "i":
         if "position" in lowered and len(shape) >= 1:
@@ -178,3 +184,178 @@ def embedding_rows(index: GraphIndex, input_name: str) -> int | None:
             if node.op_type in _ID_PRESERVING_OPS and node.input[0] == name:
                 frontier.extend(out for out in node.output if out not in seen)
     return None
+
+
+# ---------------------------------------------------------------- images
+
+IMAGE_HEIGHT, IMAGE_WIDTH = 64, 256  # a line of text fits; both multiples of 32, a CNN's usual total stride
+_STRIDE = 32
+# Ops between an image input and its first Conv: normalisation, layout-preserving copies, padding.
+_IMAGE_PREAMBLE_OPS = {"Sub", "Div", "Mul", "Add", "Cast", "Identity", "BatchNormalization", "Pad", "Clip"}
+# ImageNet's per-channel statistics (RGB), for a model that expects inputs normalised before it.
+_IMAGENET_MEAN, _IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How to generate one image input [batch, channels, height, width] and what its values mean."""
+
+    shape: tuple[int, int, int, int]
+    scale: str  # "0..255", "0..1" (the model normalises itself) or "normalised" (mean/std applied here)
+    picture: bool  # channels 1 or 3: a picture with shapes and text; else structured noise
+
+    def describe(self, advice: bool = True) -> str:
+        """"generated: structured 3×64×256 image with text (...); pass --inputs for a real one"."""
+        _, channels, height, width = self.shape
+        tail = "; pass --inputs for a real one" if advice else ""
+        if not self.picture:
+            return f"generated: smooth noise {channels}×{height}×{width}{tail}"
+        content = "image with text" if _pillow() is not None else "image of drawn rectangles (Pillow not installed)"
+        values = {"0..255": "values 0..255, the model normalises itself", "0..1": "values 0..1, the model normalises itself",
+                  "normalised": "normalised with ImageNet mean/std, the model has no normalisation of its own"}[self.scale]
+        return f"generated: structured {channels}×{height}×{width} {content} ({values}){tail}"
+
+
+def image_layout(index: GraphIndex, info: onnx.ValueInfoProto, batch: int = DEFAULT_BATCH) -> ImageLayout | None:
+    """The layout of a 4-D float input that reaches a Conv through normalisation ops, else None."""
+    tensor_type = info.type.tensor_type
+    if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) != 4 or _kind(
+            helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) != "f":
+        return None
+    conv, preamble = _first_conv(index, info.name)
+    if conv is None:
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+    weight = index.initializers.get(conv.input[1]) if len(conv.input) > 1 else None
+    channels = dims[1] or (int(weight.dims[1]) if weight is not None and len(weight.dims) == 4 else 3)
+    height, width = _spatial(dims[2], IMAGE_HEIGHT), _spatial(dims[3], IMAGE_WIDTH)
+    return ImageLayout((dims[0] or batch, channels, height, width), _value_scale(index, preamble),
+                       channels in (1, 3))
+
+
+def describe_generated(index: GraphIndex) -> str:
+    """What `generate_feed` makes for this model, one clause per input, for a report to show."""
+    parts = []
+    for info in index.graph.input:
+        if info.name not in index.input_names or not info.type.HasField("tensor_type"):
+            continue
+        image = image_layout(index, info)
+        if image is not None:
+            parts.append(f"'{info.name}': {image.describe(advice=False)}")
+            continue
+        kind = _kind(helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)) if info.type.tensor_type.elem_type else "?"
+        what = {"i": "token ids (random, within the vocabulary)", "f": "floats from normal(0, 1)", "b": "ones"}.get(kind, "values")
+        if "mask" in info.name.lower():
+            what = "a mask of ones with some padding"
+        parts.append(f"'{info.name}': generated {what}")
+    return "; ".join(parts) + ("; pass --inputs for real ones" if parts else "")
+
+
+def generated_images(layout: ImageLayout, rng: np.random.Generator) -> np.ndarray:
+    """float32 [batch, channels, height, width] in the layout's value scale, a different picture per row."""
+    batch, channels, height, width = layout.shape
+    if not layout.picture:
+        coarse = rng.standard_normal((batch, channels, max(1, height // 8), max(1, width // 8)))
+        return np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)[:, :, :height, :width].astype(np.float32)
+    rows = [_picture(height, width, rng) for _ in range(batch)]  # [height, width, 3] in 0..1
+    images = np.stack(rows).transpose(0, 3, 1, 2)
+    if channels == 1:
+        images = np.einsum("c,bchw->bhw", np.array([0.299, 0.587, 0.114]), images)[:, None]  # luma
+    if layout.scale == "0..255":
+        images = images * 255.0
+    elif layout.scale == "normalised":
+        mean = _IMAGENET_MEAN if channels == 3 else _IMAGENET_MEAN.mean(keepdims=True)
+        std = _IMAGENET_STD if channels == 3 else _IMAGENET_STD.mean(keepdims=True)
+        images = (images - mean[:, None, None]) / std[:, None, None]
+    return images.astype(np.float32)
+
+
+_WORDS = ("FP16", "invoice", "total", "2026", "workbench", "Model", "overflow", "ONNX", "page", "42.50")
+
+
+def _picture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """[height, width, 3] float64 in 0..1: a gradient, shapes with edges, and a line of text."""
+    pil = _pillow()
+    if pil is None:
+        return _drawn_rectangles(height, width, rng)
+    image_module, draw_module, font_module = pil
+    top, bottom = rng.uniform(0.6, 1.0, 3), rng.uniform(0.3, 0.8, 3)
+    ramp = np.linspace(0, 1, height)[:, None, None]
+    background = ((top * (1 - ramp) + bottom * ramp) * 255).astype(np.uint8)
+    picture = image_module.fromarray(np.broadcast_to(background, (height, width, 3)).copy())
+    draw = draw_module.Draw(picture)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
+        box = (x0, y0, x0 + int(rng.integers(8, max(9, width // 3))), y0 + int(rng.integers(8, max(9, height // 2))))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour, outline=(0, 0, 0))
+    words = " ".join(str(w) for w in rng.choice(_WORDS, 3, replace=False))
+    size = max(10, height // 4)
+    try:
+        font = font_module.load_default(size=size)
+    except TypeError:  # Pillow before 10.1: a fixed bitmap font
+        font = font_module.load_default()
+    draw.text((4, height // 2 - size // 2), words, fill=(0, 0, 0), font=font)
+    return np.asarray(picture, np.float64) / 255.0
+
+
+def _drawn_rectangles(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Without Pillow: a gradient, filled rectangles, and dark bars where a line of text would be."""
+    picture = np.broadcast_to(np.linspace(0.9, 0.5, height)[:, None, None], (height, width, 3)).copy()
+    for _ in range(4):
+        y0, x0 = int(rng.integers(0, height - 8)), int(rng.integers(0, width - 8))
+        picture[y0:y0 + int(rng.integers(8, height // 2 + 9)), x0:x0 + int(rng.integers(8, width // 3 + 9))] = rng.uniform(0, 1, 3)
+    line = slice(height // 2 - height // 8, height // 2 + height // 8)
+    for x in range(4, width - 8, 7):
+        if rng.random() < 0.8:
+            picture[line, x:x + 4] = 0.0
+    return picture
+
+
+def _pillow():
+    """(Image, ImageDraw, ImageFont) if Pillow is installed, else None: it is optional."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        return None
+    return Image, ImageDraw, ImageFont
+
+
+def _first_conv(index: GraphIndex, name: str, depth: int = 4):
+    """(the Conv the input reaches through preamble ops, those ops in order), or (None, [])."""
+    preamble = []
+    for _ in range(depth + 1):
+        readers = index.consumers.get(name, [])
+        conv = next((n for n in readers if n.op_type == "Conv" and n.input[0] == name), None)
+        if conv is not None:
+            return conv, preamble
+        step = next((n for n in readers if n.op_type in _IMAGE_PREAMBLE_OPS and n.output), None)
+        if step is None:
+            return None, []
+        preamble.append(step)
+        name = step.output[0]
+    return None, []
+
+
+def _value_scale(index: GraphIndex, preamble: list) -> str:
+    """0..255 or 0..1 when the model normalises its own input (the constants tell which), else normalised."""
+    constants = []
+    for node in preamble:
+        if node.op_type in ("Sub", "Add", "Div", "Mul"):
+            constant = next((i for i in node.input[1:] if i in index.initializers), None)
+            if constant is not None:
+                constants.append((node.op_type, np.abs(index.initializer_array(constant).astype(np.float64))))
+    if not constants:
+        return "normalised"
+    for op, values in constants:
+        # a mean of 123.7, a divisor of 255 or 58.4, a factor of 1/255: pixel values 0..255
+        if (op in ("Sub", "Add", "Div") and values.size and values.max() > 1.5) or (op == "Mul" and values.size and values.max() < 0.02):
+            return "0..255"
+    return "0..1"
+
+
+def _spatial(fixed: int | None, default: int) -> int:
+    """A fixed size as given; else the default, at least 64 and a multiple of the total stride 32."""
+    if fixed is not None:
+        return fixed
+    return max(64, -(-default // _STRIDE) * _STRIDE)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench import explain
 from workbench.compare import TensorDiff
 from workbench.model import Model
 
@@ -71,6 +72,8 @@ class Diagnosis:
     candidate_given: bool = field(repr=False, default=False)  # False: the candidate is the workbench's own conversion
     reference_index: Any = field(repr=False, default=None, compare=False)  # GraphIndex of the reference
     engines: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) workbench.engines
+    tasks: dict = field(repr=False, default_factory=dict)  # output name -> workbench.task TaskResult (issue 12)
+    feed_origin: str | None = field(repr=False, default=None)  # what was generated when no inputs were given
     engine: str = "emulate"  # which engine computed the candidate: emulate | ort-kernels | runtime
     precision: str = "fp16"  # the candidate's low-precision format: fp16 | bf16 | fp8-e4m3 | fp8-e5m2
     notes: tuple[str, ...] = ()  # what was done to make the models runnable (an old opset converted, ...)
@@ -87,14 +90,32 @@ class Diagnosis:
             "roots": [f.to_dict() for f in self.roots],
             "warnings": [{k: v for k, v in f.to_dict().items() if k != "op_type"} for f in self.warnings],
             "first_nonfinite": self.first_nonfinite,
-            "outputs": {
-                name: {"rel_l2": _json_float(d.rel_l2), "max_abs": _json_float(d.max_abs), "nonfinite": d.nonfinite}
-                for name, d in self.outputs.items()
-            },
+            "outputs": {name: self._output_dict(name, d) for name, d in self.outputs.items()},
             "mode": self.mode,
             "engine": self.engine,
             "precision": self.precision,
         }
+
+    def _output_dict(self, name: str, diff: TensorDiff) -> dict:
+        result = {"rel_l2": _json_float(diff.rel_l2), "max_abs": _json_float(diff.max_abs), "nonfinite": diff.nonfinite}
+        # Added with issue 12: the worst slice (batch row, Concat part) and the task check, or null.
+        result["worst_slice"] = diff.worst_slice.to_dict() if diff.worst_slice is not None else None
+        result["task"] = self.tasks[name].to_dict() if name in self.tasks else None
+        return result
+
+    def output_line(self, name: str) -> str:
+        """`divergent (rel-L2 0.018, ...), task ok: same top-1 at 100% of 80 positions`."""
+        diff = self.outputs[name]
+        state = "nonfinite" if diff.nonfinite else ("ok" if diff.ok else "divergent")
+        text = f"{state} (rel-L2 {diff.rel_l2:.3g}, max |diff| {diff.max_abs:.3g}, non-finite {diff.nonfinite})"
+        worst = diff.worst_slice
+        if worst is not None and not diff.ok and worst.rel_l2 > diff.rel_l2:
+            rank = np.ndim(self.reference_values[name]) if name in self.reference_values else None
+            text += f", worst: {explain.name_slice(name, worst, rank)} at rel-L2 {worst.rel_l2:.3g}"
+        result = self.tasks.get(name)
+        if result is None:
+            return text + ", task: none recognised (fix --task picks one)"
+        return text + f", task {'ok' if result.ok else 'broken'}: {result.lines[0] if result.lines else result.name}"
 
     def __repr__(self) -> str:
         return self.summary()
@@ -102,8 +123,9 @@ class Diagnosis:
     def summary(self) -> str:
         lines = [f"{self.candidate.name} against {self.reference.name} ({self.engine_label}): {self.verdict.upper()}"]
         lines += [f"  note: {note}" for note in self.notes]
-        for name, diff in self.outputs.items():
-            lines.append(f"  output {name}: rel-L2 {diff.rel_l2:.3g}, max |diff| {diff.max_abs:.3g}, non-finite {diff.nonfinite}")
+        lines += [f"  output {name}: {self.output_line(name)}" for name in self.outputs]
+        if self.feed_origin:
+            lines.append(f"  inputs {self.feed_origin}")
         if self.first_nonfinite:
             lines.append(f"  first non-finite value at node {self.first_nonfinite}")
         for root in self.roots:

@@ -292,6 +292,228 @@ def _top_k(logits: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.argsort(-logits, kind="stable")[:k]]
 
 
+# ---------------------------------------------------------------- checks chosen from the graph
+
+
+@dataclass(frozen=True)
+class TopClassTask:
+    """Class scores along `axis` (probabilities or raw logits): top-1 and top-5 agreement per position.
+
+    A position is every index over the other axes: a classifier's rows, a recogniser's characters, a
+    language model's tokens. ok when the candidate's top-1 equals the reference's at every position
+    (what a decoder or an argmax shows); the top-5 set is reported beside it. A position where the
+    candidate holds NaN or +inf counts as different.
+    """
+
+    output: str
+    kind: str = "class probabilities"  # or "logits"
+    axis: int = -1
+    k: int = 5
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} top-1"
+
+    def check(self, feed: Arrays, reference: Arrays, candidate: Arrays, *, label: str = "FP16") -> TaskResult:
+        ref, cand = _float_pair(self.output, reference, candidate)
+        if ref.ndim == 0:
+            raise WorkbenchError(f"output '{self.output}' is a scalar: it has no classes to rank.")
+        ref_rows = np.moveaxis(ref, self.axis, -1).reshape(-1, ref.shape[self.axis]).astype(np.float64)
+        cand_rows = np.moveaxis(cand, self.axis, -1).reshape(-1, ref.shape[self.axis]).astype(np.float64)
+        bad = np.isnan(cand_rows).any(axis=1) | (cand_rows == np.inf).any(axis=1)
+        k = min(self.k, ref_rows.shape[1])
+        same_top1 = (np.argmax(ref_rows, axis=1) == np.argmax(np.nan_to_num(cand_rows, nan=-np.inf), axis=1)) & ~bad
+        same_topk = np.array([set(_top_k(r, k)) == set(_top_k(c, k)) for r, c in zip(ref_rows, cand_rows)]) & ~bad
+        positions = len(ref_rows)
+        lines = [f"same top-1 at {_percent(same_top1)} of {positions} position{'s' if positions != 1 else ''}, "
+                 f"same top-{k} set at {_percent(same_topk)}"]
+        if bad.any():
+            lines.append(f"{int(np.count_nonzero(bad))} position(s) hold NaN or +inf in {label}")
+        lines += _limited([f"position {int(i)}: FP32 top-1 {int(np.argmax(ref_rows[i]))}, {label} "
+                           f"{'NaN' if bad[i] else int(np.argmax(cand_rows[i]))}" for i in np.flatnonzero(~same_top1)])
+        metrics = {"positions": positions, "same_top1": int(np.count_nonzero(same_top1)),
+                   "top1_agreement": float(np.mean(same_top1)) if positions else 1.0,
+                   "same_topk": int(np.count_nonzero(same_topk)), "k": k,
+                   "nonfinite_positions": int(np.count_nonzero(bad))}
+        return TaskResult(self.name, bool(same_top1.all()), metrics, tuple(lines))
+
+
+@dataclass(frozen=True)
+class MaskTask:
+    """A probability map (a Sigmoid at the end): the IoU of the pixels above each threshold, per batch row.
+
+    ok when every row's IoU is at least `min_iou` at every threshold. A row where neither the reference nor
+    the candidate has a pixel above a threshold agrees (IoU 1) and is said so: the feed shows nothing to find.
+    """
+
+    output: str
+    thresholds: tuple[float, ...] = (0.3, 0.5)
+    min_iou: float = 0.9
+
+    name = "mask IoU"
+
+    def check(self, feed: Arrays, reference: Arrays, candidate: Arrays, *, label: str = "FP16") -> TaskResult:
+        ref, cand = _float_pair(self.output, reference, candidate)
+        rows = ref.shape[0] if ref.ndim >= 2 else 1
+        ref_rows, cand_rows = ref.reshape(rows, -1), np.nan_to_num(cand.reshape(rows, -1).astype(np.float64), nan=-np.inf)
+        lines, metrics, ok = [], {"rows": rows, "min_iou": self.min_iou}, True
+        for threshold in self.thresholds:
+            ref_on, cand_on = ref_rows > threshold, cand_rows > threshold
+            union = np.count_nonzero(ref_on | cand_on, axis=1)
+            ious = np.where(union > 0, np.count_nonzero(ref_on & cand_on, axis=1) / np.maximum(union, 1), 1.0)
+            worst = float(np.min(ious))
+            ok = ok and worst >= self.min_iou
+            metrics[f"iou@{threshold}"] = worst
+            metrics[f"pixels@{threshold}"] = int(np.count_nonzero(ref_on))
+            if not union.any():
+                lines.append(f"no value above {threshold} in FP32 or {label}: the feed shows nothing to find "
+                             "(pass --inputs with a real one)")
+            else:
+                lines.append(f"IoU at {threshold}: {worst:.3f} (worst of {rows} row{'s' if rows != 1 else ''}; "
+                             f"FP32 has {int(np.count_nonzero(ref_on))} values above, {label} "
+                             f"{int(np.count_nonzero(cand_on))})")
+        return TaskResult(self.name, ok, metrics, tuple(lines))
+
+
+@dataclass(frozen=True)
+class EmbeddingTask:
+    """Vectors, one per row (a normalised embedding or a pooled hidden state [batch, dim]).
+
+    Cosine between each row's reference and candidate vector, and the ranking of the other rows by
+    similarity, as `SentenceEmbeddingTask` checks it after pooling.
+    """
+
+    output: str
+    min_cosine: float = 0.99
+
+    name = "embedding"
+
+    def check(self, feed: Arrays, reference: Arrays, candidate: Arrays, *, label: str = "FP16") -> TaskResult:
+        ref, cand = _float_pair(self.output, reference, candidate)
+        rows = ref.shape[0] if ref.ndim >= 2 else 1
+        ref_emb, cand_emb = _unit_rows(ref.reshape(rows, -1)), _unit_rows(cand.reshape(rows, -1))
+        with np.errstate(invalid="ignore"):
+            cosines = np.sum(ref_emb * cand_emb, axis=1)
+        finite = np.isfinite(cosines)
+        rankings_equal, ranking_lines = _compare_rankings(ref_emb, cand_emb, label)
+        lines = [_cosine_headline(cosines, self.min_cosine, label).replace("sentence", "row"), *ranking_lines]
+        ok = bool(finite.all() and np.all(cosines >= self.min_cosine)) and rankings_equal is not False
+        metrics = {"rows": rows, "min_cosine": float(np.min(cosines)) if finite.all() else float("nan"),
+                   "threshold": self.min_cosine, "rankings_equal": rankings_equal}
+        return TaskResult(self.name, ok, metrics, tuple(lines))
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return rows / np.maximum(np.sqrt(np.sum(np.square(rows), axis=1)), 1e-12)[:, None]
+
+
+def _percent(flags: np.ndarray) -> str:
+    return f"{100 * float(np.mean(flags)):.0f}%" if flags.size else "100%"
+
+
+def _float_pair(output: str, reference: Arrays, candidate: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    """The output's reference and candidate arrays: float, same shape, a finite reference."""
+    for side, outputs in (("reference", reference), ("candidate", candidate)):
+        if output not in outputs:
+            raise WorkbenchError(f"output '{output}' is not in the {side} outputs (they are: {_names(outputs)}).")
+    ref, cand = np.asarray(reference[output]), np.asarray(candidate[output])
+    if ref.dtype.kind != "f" or cand.dtype.kind != "f" or ref.shape != cand.shape:
+        raise WorkbenchError(f"output '{output}' must be float of the same shape in both runs, got {ref.dtype} "
+                             f"{list(ref.shape)} and {cand.dtype} {list(cand.shape)}.")
+    if not np.isfinite(ref).all():
+        raise WorkbenchError(f"the reference output '{output}' holds NaN or inf: a task check needs a finite FP32 run.")
+    return ref, cand
+
+
+# Ops after which an output still holds what the node before them made (up to type or layout).
+_PASS_THROUGH_OPS = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
+_NORMALISERS = {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"}
+_LINEAR_OPS = {"MatMul", "Gemm", "Add", "Conv", "ConvTranspose", "Einsum"}
+LOGITS_MIN_CLASSES = 100  # a last axis at least this wide after a linear layer reads as logits over a vocabulary
+
+
+def task_for_output(index, name: str, shape: tuple[int, ...] | None = None, feed: Arrays | None = None):
+    """The check a user of output `name` makes, recognised from the nodes that produce it; None if unknown.
+
+    `shape`: the output's shape in a run (the graph may not say); `feed`: to find an attention mask.
+    """
+    node, reshaped = _final_producer(index, name)
+    if node is None:
+        return None
+    op = node.op_type
+    if op in ("Softmax", "LogSoftmax"):
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if _opset(index) >= 13 else 1)
+        return TopClassTask(name, "class probabilities", -1 if reshaped else axis)
+    if op == "Sigmoid":
+        return MaskTask(name)
+    if op == "LpNormalization" or op == "ReduceMean" or (op == "Div" and _divides_by_norm(index, node)):
+        return EmbeddingTask(name)
+    rank = len(shape) if shape is not None else None
+    if op in _NORMALISERS and rank == 3:
+        return SentenceEmbeddingTask(output=name, mask_input=_mask_input(feed, shape))
+    if op in _LINEAR_OPS and shape is not None and rank >= 2 and shape[-1] >= LOGITS_MIN_CLASSES:
+        return TopClassTask(name, "logits")
+    return None
+
+
+def check_outputs(index, ref_outputs: Arrays, cand_outputs: Arrays, feed: Arrays | None = None,
+                  label: str = "FP16") -> dict[str, TaskResult]:
+    """The recognised task check of every output (see `task_for_output`); outputs without one are left out.
+
+    A check that cannot run on these outputs (a non-finite reference, a shape it cannot read) is left out
+    too: a task check adds to the numbers, it never stops a diagnosis.
+    """
+    results = {}
+    for name in ref_outputs:
+        if name not in cand_outputs:
+            continue
+        task = task_for_output(index, name, np.shape(ref_outputs[name]), feed)
+        if task is None:
+            continue
+        try:
+            results[name] = task.check(feed or {}, ref_outputs, cand_outputs, label=label)
+        except WorkbenchError:
+            continue
+    return results
+
+
+def _final_producer(index, name: str):
+    """(node, reshaped): the node that made `name`'s values, seen through Identity/Cast/Reshape."""
+    node, reshaped = index.producer.get(name), False
+    while node is not None and node.op_type in _PASS_THROUGH_OPS and node.input:
+        reshaped = reshaped or node.op_type not in ("Identity", "Cast")
+        node = index.producer.get(node.input[0])
+    return node, reshaped
+
+
+def _divides_by_norm(index, node) -> bool:
+    """Div(x, norm) where norm comes (through Clip/Max/Expand/Add) from a square root of a sum of squares."""
+    frontier, seen = [node.input[1]] if len(node.input) > 1 else [], set()
+    while frontier and len(seen) < 16:
+        producer = index.producer.get(frontier.pop())
+        if producer is None or producer.name in seen:
+            continue
+        seen.add(producer.name)
+        if producer.op_type in ("ReduceL2", "Sqrt"):
+            return True
+        if producer.op_type in ("Clip", "Max", "Expand", "Add", "Cast", "Identity", "Unsqueeze", "Reshape"):
+            frontier += [i for i in producer.input[:1] if i]
+    return False
+
+
+def _mask_input(feed: Arrays | None, shape: tuple[int, ...]) -> str | None:
+    for name, value in (feed or {}).items():
+        if "mask" in name.lower() and np.shape(value) == tuple(shape[:2]):
+            return name
+    return None
+
+
+def _opset(index) -> int:
+    return next((o.version for o in index.opset_imports if o.domain in ("", "ai.onnx")), 13)
+
+
 # ---------------------------------------------------------------- shared checks of the request
 
 
