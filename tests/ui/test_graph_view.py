@@ -157,3 +157,23 @@ def test_keep_fp32_changes_are_the_kept_nodes_and_their_casts(diagnosis_of):
     assert set(verification.kept_fp32) | rewired == changed
     unchanged = {n.name for n in diagnosis.candidate.graph.node} - changed
     assert unchanged  # the rest of the graph is not marked
+
+
+def test_a_node_clicked_in_netron_does_not_reload_netron(panel):
+    shown = panel.url
+    panel.picker.node = "node_Softmax_98"
+    assert panel.state.node == "node_Softmax_98" and panel.frame.url == shown
+    panel.state.node = "mask_scale"  # picked elsewhere: the view follows again
+    panel.state.node = "node_Softmax_98"
+    assert panel.frame.url != shown and "node_Softmax_98" in panel.status.value
+
+
+def test_the_legend_counts_the_nodes_on_the_page(panel):
+    import html
+    import json
+    import re
+
+    page = fetch(panel.url).decode()
+    legend = json.loads(html.unescape(re.search(r'name="workbench-legend" content="([^"]*)"', page).group(1)))
+    shown = onnx.ModelProto.FromString(fetch(panel.url + "data/focused.onnx")).graph.node
+    assert sum(count for _, _, count in legend) <= len(shown)

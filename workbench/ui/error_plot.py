@@ -116,7 +116,7 @@ function render({ model, el }) {
       const colour = colours[role] || "#0969da";
       if (role === "root" || role === "harmless" || name === selected) {
         svg("line", { x1: x(i), x2: x(i), y1: TOP, y2: BOTTOM, stroke: name === selected ? "#0969da" : colour,
-          "stroke-width": name === selected ? 2 : 1, "stroke-dasharray": role === "harmless" ? "4 3" : "", class: name === selected ? "wb-plot-selected" : "" }, plot);
+          "stroke-width": name === selected ? 2 : 1, "stroke-dasharray": role === "harmless" ? "4 3" : "", class: name === selected ? "wb-plot-selected" : "", "data-node": name }, plot);
       }
       if (count > 0) {
         svg("rect", { x: x(i) - barWidth / 2, y: yCount(count), width: barWidth, height: Math.max(BOTTOM - yCount(count), 1.5),
@@ -168,7 +168,8 @@ function render({ model, el }) {
     title.textContent = name;
     tip.appendChild(title);
     const lines = [`${op} · ${role === "clean" ? "within tolerance" : labels[role]}`,
-      `output rel-L2 ${format(worst)}` + (count ? " over finite elements" : "") + (local !== null ? ` · own ${format(local)}` : ""),
+      "output rel-L2 " + (worst === null ? "unbounded" : format(worst) + (count ? " over finite elements" : "")) +
+        (local !== null ? ` · own ${format(local)}` : ""),
       `non-finite elements: ${count}` + (count ? " (unbounded error)" : "")];
     for (const text of lines) {
       const line = document.createElement("div");

@@ -41,9 +41,10 @@ class GraphPanel:
         self.url: str | None = None
         self.roles = tuple(node_roles(diagnosis).items())
         self._fixed_changes: tuple[str, ...] = ()
+        self._picked_in_netron = ""
         self.view.observe(lambda _: self.refresh(), "value")
         self.hops.observe(lambda _: self.refresh(), "value")
-        state.observe(lambda _: self.refresh(), "node")
+        state.observe(self._on_node, "node")
         state.observe(self._on_verification, "verification")
         self.node_names = {node.name for node in diagnosis.candidate.graph.node}
         self.picker = NodePicker()  # a click on a node in Netron selects it here
@@ -93,7 +94,7 @@ class GraphPanel:
             focused = neighbourhood(self.diagnosis.candidate.proto, node, self.hops.value, notes)
             text = (f"The candidate's nodes within {self.hops.value} hops of <code>{html.escape(node)}</code>, "
                     f"which is selected. {outlined}")
-            return Page("focused.onnx", focused.SerializeToString(), self.roots, node, self.roles), text
+            return Page("focused.onnx", focused.SerializeToString(), self.roots, node, _roles_in(self.roles, focused)), text
         if self.view.value == "fixed":
             return self._fixed_page(node)
         model = self._whole_model(self.view.value)
@@ -132,9 +133,16 @@ class GraphPanel:
         return self.diagnosis.candidate if view == "candidate" else self.diagnosis.reference
 
     def _on_pick(self, change) -> None:
-        """A node clicked in Netron becomes the selected node (the inspector and this view follow)."""
+        """A node clicked in Netron becomes the selected node (the other tabs follow; Netron, showing it, stays)."""
         if change["new"] in self.node_names:
+            self._picked_in_netron = change["new"]
             self.state.node = change["new"]
+
+    def _on_node(self, change) -> None:
+        if change["new"] and change["new"] == self._picked_in_netron:
+            return  # reloading the page the user just clicked in would lose their place
+        self._picked_in_netron = ""
+        self.refresh()
 
     def _on_verification(self, change) -> None:
         if change["new"] is not None:
@@ -155,6 +163,12 @@ class GraphPanel:
         self.frame.url = ""
         self.status.value = (f"<p class='wb-netron-problem'><b>Netron cannot be shown here:</b> {html.escape(problem)} "
                              "The other panels work without it.</p>")
+
+
+def _roles_in(roles: tuple[tuple[str, str], ...], model) -> tuple[tuple[str, str], ...]:
+    """The roles of the nodes a page shows (its legend counts those only)."""
+    shown = {node.name for node in model.graph.node}
+    return tuple((name, role) for name, role in roles if name in shown)
 
 
 def _where_netron_cannot_show() -> str | None:

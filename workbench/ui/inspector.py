@@ -115,8 +115,8 @@ def detail_html(detail: NodeDetail, diagnosis: Diagnosis) -> str:
 def _heading_html(detail: NodeDetail, diagnosis: Diagnosis) -> str:
     role = node_roles(diagnosis).get(detail.name, "")
     badge = {ROOT: f" <b style='color:{COLOURS[ROOT]}'>ROOT CAUSE</b>",
-             HARMLESS: f" <b style='color:{COLOURS[HARMLESS]}'>WARNING</b> <small>(harmless: the outputs stay within tolerance)</small>",
-             VICTIM: f" <b style='color:{COLOURS[VICTIM]}'>VICTIM</b> <small>(its own error is fine: it passes on damage made upstream)</small>"}
+             HARMLESS: f" <b style='color:{COLOURS[HARMLESS]}'>WARNING</b> <small>(harmless: outputs stay within tolerance)</small>",
+             VICTIM: f" <b style='color:{COLOURS[VICTIM]}'>VICTIM</b> <small>(own error fine: passes on damage from upstream)</small>"}
     heading = (f"<h3 class='wb-node'><code>{html.escape(detail.name)}</code> · {html.escape(detail.op_type)}"
                f"{badge.get(role, '')}</h3>")
     explanations = [f for f in diagnosis.roots + diagnosis.warnings if f.node == detail.name]

@@ -10,6 +10,7 @@ picks the port and the token itself, waits until the server answers, and prints 
 from __future__ import annotations
 
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
     port, token = _free_port(), secrets.token_hex(24)
     process = subprocess.Popen(lab_command(port, token, extra), cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())  # stopping this stops the server too
     try:
         if _wait_until_up(port, token, process):
             print(f"\n    Notebook 01, served from {ROOT}:\n    {notebook_url(port, token)}\n", flush=True)

@@ -198,7 +198,8 @@ def legend_json(page: Page) -> str:
     counts: dict[str, int] = {}
     for _, role in page.roles:
         counts[role] = counts.get(role, 0) + 1
-    entries = [[COLOURS[role], LABELS[role], counts[role]] for role in COLOURS if role != CLEAN and role in counts]
+    entries = [[COLOURS[role], LABELS[role].split(" (")[0], counts[role]]
+               for role in COLOURS if role != CLEAN and role in counts]
     if page.changed:
         entries.append([CHANGED_COLOUR, "changed by the fix (outline)", len(page.changed)])
     return json.dumps(entries)
