@@ -275,6 +275,19 @@ def check_netron(page) -> None:
     expect(netron.locator("body")).to_have_attribute("data-workbench-focus", "selected", timeout=30_000)
     assert len(page.netron_loads) == loads + 1
 
+    # The fixed candidate: what the fix changed outlined (dashed green), the old root no longer red.
+    page.get_by_role("button", name="Whole fixed candidate", exact=True).click()
+    border = netron.locator('[id="node-name-mask_scale"] > .node.node-border')
+    expect(border).to_have_css("stroke", "rgb(26, 127, 55)", timeout=30_000)
+    expect(netron.locator('[id="node-name-mask_scale"] .node-item-type path').first).not_to_have_css(
+        "fill", "rgb(207, 34, 46)")
+    expect(netron.locator("#workbench-legend")).to_contain_text("changed by the fix")
+    fixed = page.locator("iframe.wb-netron").get_attribute("src")
+    page.get_by_role("button", name="Around the selected node", exact=True).click()
+    # Let Netron finish its layout before the tab is hidden (laid out hidden, it logs translate(NaN,NaN)).
+    expect(page.locator("iframe.wb-netron")).not_to_have_attribute("src", fixed, timeout=15_000)
+    expect(netron.locator("body")).to_have_attribute("data-workbench-focus", "selected", timeout=30_000)
+
 
 def keep_tab_screenshots(page) -> None:
     folder = ARTIFACTS / "tabs"

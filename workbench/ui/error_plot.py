@@ -100,7 +100,7 @@ function render({ model, el }) {
     svg("text", { x: W - RIGHT, y: yTop(tolerance) - 3, "text-anchor": "end", fill: "#6e7781", "font-size": 10 }, plot).textContent = "tolerance " + tolerance;
     const label = svg("text", { x: 12, y: (TOP + MID) / 2, fill: "currentColor", "font-size": 11,
       transform: `rotate(-90 12 ${(TOP + MID) / 2})`, "text-anchor": "middle" }, plot);
-    label.textContent = "rel-L2 vs FP32 (log)";
+    label.textContent = "rel-L2 vs FP32 (log; exact at 1e-8)";
     const countLabel = svg("text", { x: 12, y: (countTop + BOTTOM) / 2, fill: "currentColor", "font-size": 10,
       transform: `rotate(-90 12 ${(countTop + BOTTOM) / 2})`, "text-anchor": "middle" }, plot);
     countLabel.textContent = "non-finite";
