@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[export,lab,test,bench]"
 	touch $(STAMP)
 
+# Serves the repository root (sample_models/ can be browsed) with notebook 01 open, and prints its direct link.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/01_fp16_nan_in_bert_attention_mask.ipynb
+	$(PY) -m workbench.ui.lab $(LAB_FLAGS)
 
 test: $(STAMP)
 	tools/ensure-chromium

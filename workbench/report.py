@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,22 +145,41 @@ class Diagnosis:
         return ENGINE_LABELS[self.engine].format(label=PRECISIONS[self.precision].label)
 
     def _repr_html_(self) -> str:
+        """The summary's content as HTML: every line of `summary()` has its counterpart here."""
         colour = {"ok": "#1a7f37", "nonfinite": "#cf222e", "divergent": "#bf8700"}[self.verdict]
         rows = "".join(
-            f"<tr><td><code>{html.escape(n)}</code></td><td>{d.rel_l2:.3g}</td><td>{d.max_abs:.3g}</td><td>{d.nonfinite}</td></tr>"
+            f"<tr><td><code>{html.escape(n)}</code></td><td>{d.rel_l2:.3g}</td><td>{d.max_abs:.3g}</td><td>{d.nonfinite}</td>"
+            f"<td>{'yes' if d.ok else '<b>no</b>'}</td><td>{_prose_html(self.output_line(n))}</td></tr>"
             for n, d in self.outputs.items()
         )
-        findings = "".join(
-            f"<li><b>{label}</b> <code>{html.escape(f.kind)}</code>: {html.escape(f.explanation)}</li>"
-            for label, group in (("root", self.roots), ("warning", self.warnings))
-            for f in group
-        )
+        items = [f"<li>note: {html.escape(note)}</li>" for note in self.notes]
+        if self.feed_origin:
+            items.append(f"<li>inputs {_prose_html(self.feed_origin)}</li>")
+        if self.first_nonfinite:
+            items.append(f"<li>first non-finite value at node <code>{html.escape(self.first_nonfinite)}</code></li>")
+        for root in self.roots:
+            fixes = "".join(f"<li>fix <code>{html.escape(fix.name)}</code>: {_prose_html(fix.description)}</li>"
+                            for fix in root.fixes)
+            items.append(f"<li><b style='color:#cf222e'>ROOT</b> <code>{html.escape(root.kind)}</code>: "
+                         f"{_prose_html(root.explanation)}{f'<ul>{fixes}</ul>' if fixes else ''}</li>")
+        items += [f"<li><b>warning</b> <code>{html.escape(f.kind)}</code>: {_prose_html(f.explanation)}</li>"
+                  for f in self.warnings]
+        if self.verdict == "ok" and not self.roots:
+            items.append("<li>no root cause: the candidate matches the reference within tolerance</li>")
+        elif not self.roots and not self.warnings:
+            items.append("<li>no root cause found</li>")
         return (
             f"<div><p><b style='color:{colour}'>{self.verdict.upper()}</b> "
             f"{html.escape(self.candidate.name)} against {html.escape(self.reference.name)} ({html.escape(self.engine_label)})</p>"
-            f"<table><tr><th>output</th><th>rel-L2</th><th>max |diff|</th><th>non-finite</th></tr>{rows}</table>"
-            f"<ul>{findings or '<li>no root cause</li>'}</ul></div>"
+            "<table><tr><th>output</th><th>rel-L2</th><th>max |diff|</th><th>non-finite</th><th>within tolerance</th>"
+            "<th>verdict, worst slice, task</th></tr>"
+            f"{rows}</table><ul>{''.join(items)}</ul></div>"
         )
+
+
+def _prose_html(text: str) -> str:
+    """A report sentence as HTML: escaped, its `names` (backticks, as the text repr writes them) in code font."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _json_float(value: float) -> float | None:

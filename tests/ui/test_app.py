@@ -43,7 +43,7 @@ def test_overview_inspect_button_opens_the_inspector(bench):
 
 def test_filter_narrows_the_list_and_selection_clears_it(bench):
     bench.inspector.filter.value = "softmax"
-    names = [value for _, value in bench.inspector.node_list.options]
+    names = bench.inspector.node_list.names
     assert names and all("softmax" in n.lower() for n in names)
     bench.inspector.node_list.value = names[0]
     assert bench.state.node == names[0]
@@ -55,8 +55,8 @@ def test_filter_narrows_the_list_and_selection_clears_it(bench):
 def test_filter_matches_op_types_and_keeps_the_selection(bench):
     bench.inspector.filter.value = "LayerNormalization"
     expected = [n.name for n in bench.diagnosis.candidate.graph.node if n.op_type == "LayerNormalization"]
-    assert [value for _, value in bench.inspector.node_list.options] == expected
-    assert bench.state.node == "mask_scale" and bench.inspector.node_list.value is None
+    assert bench.inspector.node_list.names == expected
+    assert bench.state.node == "mask_scale" and bench.inspector.node_list.value == "mask_scale"
 
 
 def test_choosing_another_tensor_redraws_the_histogram(bench):
@@ -87,17 +87,51 @@ def test_workbench_diagnoses_a_model_itself(sample):
     path, feed = sample("layernorm_pow")
     bench = Workbench(path, inputs=feed)
     assert bench.diagnosis.verdict == "divergent" and bench.state.node == "ln_pow"
-    assert bytes(bench.error_plot.value).startswith(b"\x89PNG")
+    assert bytes(bench.static_plot.value).startswith(b"\x89PNG")
 
 
 def test_graph_tab_starts_netron_only_when_opened(bench):
     assert bench.graph.url is None
     bench.tabs.selected_index = TABS.index("Graph")
     assert bench.graph.url and bench.graph.url.startswith("http://127.0.0.1:")
-    assert bench.graph.url in bench.graph.frame.value
+    assert bench.graph.frame.url == bench.graph.url
 
 
 def test_report_sentences_show_names_in_code_font_and_stay_escaped():
     from workbench.ui.overview import prose_html
 
     assert prose_html("Mul `mask<scale>`: 0 × -inf") == "Mul <code>mask&lt;scale&gt;</code>: 0 × -inf"
+
+
+def test_the_inspector_says_how_many_nonfinite_elements_rel_l2_leaves_out(diagnosis_of):
+    bench = Workbench.from_diagnosis(diagnosis_of("layernorm_pow"))
+    assert bench.state.node == "ln_pow"
+    assert "+ 12 non-finite, not in the figure" in bench.inspector.detail.value
+
+
+def test_histogram_titles_have_no_backticks(bench, monkeypatch):
+    from workbench.ui import plots
+
+    titles = []
+    monkeypatch.setattr(plots, "value_histogram", lambda ref, cand, title: titles.append(title) or plots.Figure())
+    bench.inspector.tensor_choice.value = "val_32"
+    assert titles and "`" not in titles[0] and "val_32" in titles[0]
+
+
+def test_workbench_writes_nothing_to_stderr(sample, capfd):
+    """Outside a cell (a button callback) whatever reaches stderr lands in JupyterLab's Log Console."""
+    path, feed = sample("legacy_mask_bert")
+    bench = Workbench(path, inputs=feed)
+    bench.fixes.apply_button.click()
+    assert bench.state.verification.ok
+    assert capfd.readouterr().err == ""
+
+
+def test_fixes_reverify_without_tqdm_even_for_a_diagnosis_made_with_progress(sample, capfd):
+    import workbench
+
+    path, feed = sample("legacy_mask_bert")
+    diagnosis = workbench.diagnose(path, inputs=feed, progress=True)
+    capfd.readouterr()
+    Workbench.from_diagnosis(diagnosis).fixes.apply_button.click()
+    assert capfd.readouterr().err == ""

@@ -52,7 +52,7 @@ def make_engine(name: str, model: Model, index: GraphIndex | None = None, provid
 
 
 ENGINE_LABELS = {
-    "emulate": "emulated {label} (FP32 arithmetic, {label} storage)",
+    "emulate": "emulated {label}: FP32 arithmetic, {label} storage",
     "ort-kernels": "ONNX Runtime {label} kernels, node by node",
     "runtime": "ONNX Runtime as it runs the model",
 }

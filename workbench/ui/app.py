@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import ipywidgets as widgets
 
 import workbench
 from workbench.report import Diagnosis
 from workbench.ui import plots
+from workbench.ui.error_plot import ErrorPlot
 from workbench.ui.fixes import FixesPanel
 from workbench.ui.graph_view import GraphPanel
 from workbench.ui.inspector import InspectorPanel
 from workbench.ui.overview import OverviewPanel
+from workbench.ui.progress import busy_note
 from workbench.ui.state import WorkbenchState
 from workbench.ui.stats import NodeCatalog
 
@@ -27,13 +32,17 @@ STYLE = """<style>
 class Workbench:
     """Diagnose `model` against `candidate` (default: its FP16 conversion) and show the result.
 
-    `inputs` and keyword options are those of `workbench.diagnose`; progress bars show while it runs.
+    `inputs` and keyword options are those of `workbench.diagnose`. While it runs, a notebook shows a
+    plain HTML progress line that is blanked afterwards (tqdm's widget bars would stay in the saved
+    notebook as broken widgets), so `progress` is ignored.
     In a notebook, leave the Workbench as a cell's last expression (or `display` it).
     """
 
     def __init__(self, model, candidate=None, inputs=None, **diagnose_options):
-        diagnose_options.setdefault("progress", True)
-        self._build(workbench.diagnose(model, candidate, inputs=inputs, **diagnose_options))
+        diagnose_options["progress"] = False
+        with busy_note(f"Diagnosing {_model_name(model)}: both models run node by node…"):
+            diagnosis = workbench.diagnose(model, candidate, inputs=inputs, **diagnose_options)
+        self._build(diagnosis)
 
     @classmethod
     def from_diagnosis(cls, diagnosis: Diagnosis) -> "Workbench":
@@ -46,15 +55,22 @@ class Workbench:
         self.state = WorkbenchState()
         self.catalog = NodeCatalog(diagnosis)
         self.overview = OverviewPanel(diagnosis, on_inspect=self.inspect)
-        self.error_plot = widgets.Image(value=plots.figure_png(plots.error_along_graph(diagnosis)), format="png",
-                                        layout=widgets.Layout(max_width="960px"))
+        self.error_plot = ErrorPlot.of(diagnosis)
+        # The same figure as a picture, for saving and for notebooks rendered without widgets (nbconvert, CI).
+        self.static_plot = widgets.Image(value=plots.figure_png(plots.error_along_graph(diagnosis)), format="png",
+                                         layout=widgets.Layout(max_width="960px"))
+        static = widgets.Accordion(children=[self.static_plot], titles=("Static figure (PNG)",), selected_index=None)
         self.inspector = InspectorPanel(diagnosis, self.state, self.catalog)
         self.graph = GraphPanel(diagnosis, self.state)
         self.fixes = FixesPanel(diagnosis, self.state)
-        panels = [self.overview.widget, self.error_plot, self.inspector.widget, self.graph.widget, self.fixes.widget]
+        plot_panel = widgets.VBox([self.error_plot, static])
+        panels = [self.overview.widget, plot_panel, self.inspector.widget, self.graph.widget, self.fixes.widget]
         self.tabs = widgets.Tab(children=panels, titles=TABS)
         self.tabs.observe(self._on_tab, "selected_index")
         self.widget = widgets.VBox([widgets.HTML(STYLE), self.tabs])
+        self._node_names = {c.node for c in diagnosis.nodes}
+        self.state.observe(self._on_node, "node")
+        self.error_plot.observe(self._on_plot_pick, "selected")
         findings = diagnosis.roots + diagnosis.warnings
         if findings:
             self.state.node = findings[0].node
@@ -67,6 +83,16 @@ class Workbench:
     def _on_tab(self, change) -> None:
         if change["new"] == TABS.index("Graph"):
             self.graph.activate()
+        else:
+            self.graph.deactivate()
+
+    def _on_node(self, change) -> None:
+        self.error_plot.selected = change["new"]
+
+    def _on_plot_pick(self, change) -> None:
+        """A node clicked in the error plot becomes the selection (every tab follows)."""
+        if change["new"] in self._node_names:
+            self.state.node = change["new"]
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -75,3 +101,10 @@ class Workbench:
 
     def __repr__(self) -> str:
         return f"Workbench({self.diagnosis.summary()})"
+
+
+def _model_name(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model).name
+    name = getattr(model, "name", None)  # a workbench Model; a ModelProto has none
+    return name if isinstance(name, str) and name else "the model"

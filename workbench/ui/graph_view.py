@@ -10,9 +10,12 @@ import ipywidgets as widgets
 
 from workbench.model import model_bytes
 from workbench.report import Diagnosis
-from workbench.ui.neighbourhood import FOCUS_NOTE, ROOT_NOTE, neighbourhood
+from workbench.ui.fix_changes import fix_changes
+from workbench.ui.neighbourhood import FIXED_NOTE, FOCUS_NOTE, ROOT_NOTE, neighbourhood
+from workbench.ui.netron_frame import NetronFrame
 from workbench.ui.netron_server import NetronUnavailable, Page, shared_server
 from workbench.ui.node_picker import NodePicker
+from workbench.ui.roles import node_roles
 from workbench.ui.state import WorkbenchState
 
 VIEWS = (("Around the selected node", "focus"), ("Whole candidate", "candidate"), ("Whole reference", "reference"))
@@ -20,7 +23,11 @@ _PROTOBUF_LIMIT = 2**31 - 1
 
 
 class GraphPanel:
-    """Starts Netron only when first shown (`activate`), then follows the selected node."""
+    """Starts Netron only when first shown (`activate`), then follows the selected node while shown.
+
+    While hidden (`deactivate`) a new selection only marks the page stale; it is made when the tab is
+    shown again, so Netron never lays out a graph it cannot see.
+    """
 
     def __init__(self, diagnosis: Diagnosis, state: WorkbenchState, server_factory=shared_server):
         self.diagnosis, self.state, self.server_factory = diagnosis, state, server_factory
@@ -28,12 +35,16 @@ class GraphPanel:
         self.view = widgets.ToggleButtons(options=VIEWS, value="focus", style={"button_width": "auto"})
         self.hops = widgets.BoundedIntText(value=2, min=1, max=8, description="hops", layout=widgets.Layout(width="140px"))
         self.status = widgets.HTML()
-        self.frame = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.frame = NetronFrame(layout=widgets.Layout(width="100%"))
         self.active = False
+        self.stale = False
         self.url: str | None = None
+        self.roles = tuple(node_roles(diagnosis).items())
+        self._fixed_changes: tuple[str, ...] = ()
+        self._picked_in_netron = ""
         self.view.observe(lambda _: self.refresh(), "value")
         self.hops.observe(lambda _: self.refresh(), "value")
-        state.observe(lambda _: self.refresh(), "node")
+        state.observe(self._on_node, "node")
         state.observe(self._on_verification, "verification")
         self.node_names = {node.name for node in diagnosis.candidate.graph.node}
         self.picker = NodePicker()  # a click on a node in Netron selects it here
@@ -43,11 +54,17 @@ class GraphPanel:
 
     def activate(self) -> None:
         self.active = True
-        self.refresh()
+        if self.stale or self.url is None:
+            self.refresh()
+
+    def deactivate(self) -> None:
+        self.active = False
 
     def refresh(self) -> None:
         if not self.active:
+            self.stale = True
             return
+        self.stale = False
         self.url = None
         problem = _where_netron_cannot_show()
         if problem:
@@ -55,7 +72,7 @@ class GraphPanel:
         try:
             page, note = self._page()
             if page is None:
-                self.frame.value = ""
+                self.frame.url = ""
                 self.status.value = f"<p>{note}</p>"
                 return
             server = self.server_factory()
@@ -64,8 +81,7 @@ class GraphPanel:
         except NetronUnavailable as exc:
             return self._show_problem(str(exc))
         self.status.value = f"<p>{note} <a href='{html.escape(self.url)}' target='_blank'>Open in a new tab</a>.</p>"
-        self.frame.value = (f"<iframe class='wb-netron' src='{html.escape(self.url)}' title='Netron' "
-                            "style='width:100%;height:620px;border:1px solid #d0d7de'></iframe>")
+        self.frame.url = self.url
 
     def _page(self) -> tuple[Page | None, str]:
         node = self.state.node or (self.roots[0] if self.roots else "")
@@ -78,13 +94,38 @@ class GraphPanel:
             focused = neighbourhood(self.diagnosis.candidate.proto, node, self.hops.value, notes)
             text = (f"The candidate's nodes within {self.hops.value} hops of <code>{html.escape(node)}</code>, "
                     f"which is selected. {outlined}")
-            return Page("focused.onnx", focused.SerializeToString(), self.roots, node), text
+            return Page("focused.onnx", focused.SerializeToString(), self.roots, node, _roles_in(self.roles, focused)), text
+        if self.view.value == "fixed":
+            return self._fixed_page(node)
         model = self._whole_model(self.view.value)
         if model_bytes(model) > _PROTOBUF_LIMIT:
             return None, f"{html.escape(model.name)} is over 2 GB: too large to show here; use the focused view."
         text = f"The whole of <code>{html.escape(model.name)}</code> ({html.escape(model.origin)}). {outlined}"
         # The whole model, weights read in: Netron cannot follow external-data references to the user's files.
-        return Page(f"{self.view.value}.onnx", model.to_proto().SerializeToString(), self.roots, node or None), text
+        roles = self.roles if self.view.value == "candidate" else ()
+        return Page(f"{self.view.value}.onnx", model.to_proto().SerializeToString(), self.roots, node or None,
+                    roles), text
+
+    def _fixed_page(self, node: str) -> tuple[Page | None, str]:
+        """The fixed candidate, coloured by its own diagnosis; the nodes the fix changed marked (and noted)."""
+        verification = self.state.verification
+        model = verification.model
+        if model_bytes(model) > _PROTOBUF_LIMIT:
+            return None, f"{html.escape(model.name)} is over 2 GB: too large to show here."
+        proto = model.to_proto()
+        changed = set(self._fixed_changes)
+        for item in proto.graph.node:
+            if item.name in changed:
+                item.doc_string = FIXED_NOTE
+        roots = tuple(f.node for f in verification.after.roots)
+        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in self._fixed_changes) or "none"
+        text = (f"The fixed candidate, <code>{html.escape(model.name)}</code>: {verification.after.verdict.upper()}. "
+                f"Outlined in green, what the fix changed: {names}.")
+        if roots:
+            text += " Roots left: " + ", ".join(f"<code>{html.escape(n)}</code>" for n in roots) + "."
+        focus = node if node in {n.name for n in proto.graph.node} else None
+        return Page("fixed.onnx", proto.SerializeToString(), roots, focus,
+                    tuple(node_roles(verification.after).items()), self._fixed_changes), text
 
     def _whole_model(self, view: str):
         if view == "fixed":
@@ -92,11 +133,20 @@ class GraphPanel:
         return self.diagnosis.candidate if view == "candidate" else self.diagnosis.reference
 
     def _on_pick(self, change) -> None:
-        """A node clicked in Netron becomes the selected node (the inspector and this view follow)."""
+        """A node clicked in Netron becomes the selected node (the other tabs follow; Netron, showing it, stays)."""
         if change["new"] in self.node_names:
+            self._picked_in_netron = change["new"]
             self.state.node = change["new"]
 
+    def _on_node(self, change) -> None:
+        if change["new"] and change["new"] == self._picked_in_netron:
+            return  # reloading the page the user just clicked in would lose their place
+        self._picked_in_netron = ""
+        self.refresh()
+
     def _on_verification(self, change) -> None:
+        if change["new"] is not None:
+            self._fixed_changes = fix_changes(self.diagnosis, change["new"])
         options = list(VIEWS) + ([("Whole fixed candidate", "fixed")] if change["new"] is not None else [])
         current = self.view.value
         self.view.options = options
@@ -106,13 +156,19 @@ class GraphPanel:
         if not self.roots:
             return "No root cause to outline."
         names = ", ".join(f"<code>{html.escape(n)}</code>" for n in self.roots)
-        return (f"Root cause {names} is outlined in red (its properties say {ROOT_NOTE}); "
-                "Netron's Ctrl+F finds any node by name.")
+        return (f"Root cause {names} is outlined in red (its properties say {ROOT_NOTE}); nodes are coloured by "
+                "their role (the legend at the top right turns it off). Netron's Ctrl+F finds any node by name.")
 
     def _show_problem(self, problem: str) -> None:
-        self.frame.value = ""
+        self.frame.url = ""
         self.status.value = (f"<p class='wb-netron-problem'><b>Netron cannot be shown here:</b> {html.escape(problem)} "
                              "The other panels work without it.</p>")
+
+
+def _roles_in(roles: tuple[tuple[str, str], ...], model) -> tuple[tuple[str, str], ...]:
+    """The roles of the nodes a page shows (its legend counts those only)."""
+    shown = {node.name for node in model.graph.node}
+    return tuple((name, role) for name, role in roles if name in shown)
 
 
 def _where_netron_cannot_show() -> str | None:

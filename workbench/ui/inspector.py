@@ -7,30 +7,28 @@ import html
 import ipywidgets as widgets
 
 from workbench.report import Diagnosis
+from workbench.compare import TensorDiff
 from workbench.ui import plots
+from workbench.ui.node_list import NodeList
 from workbench.ui.overview import prose_html
+from workbench.ui.roles import COLOURS, HARMLESS, ROOT, VICTIM, node_roles
 from workbench.ui.state import WorkbenchState
 from workbench.ui.stats import NodeCatalog, NodeDetail, TensorPair, TensorStats, constant_text
-
-ROOT_MARK = "● "
-WARNING_MARK = "▲ "
 
 
 class InspectorPanel:
     def __init__(self, diagnosis: Diagnosis, state: WorkbenchState, catalog: NodeCatalog):
         self.diagnosis, self.state, self.catalog = diagnosis, state, catalog
         self._all_nodes = catalog.nodes()
-        self._marks = {f.node: ROOT_MARK for f in diagnosis.roots} | {f.node: WARNING_MARK for f in diagnosis.warnings}
+        self.roles = node_roles(diagnosis)
         self.filter = widgets.Text(placeholder="filter: node name or op type", description="Find",
                                    continuous_update=True)
-        self.node_list = widgets.Select(options=self._options(""), rows=14, layout=widgets.Layout(width="280px"))
-        self.node_list.add_class("wb-node-list")
+        self.node_list = NodeList(items=self._items(""))
         self.root_buttons = [self._finding_button(f.node, "danger") for f in diagnosis.roots]
         self.warning_buttons = [self._finding_button(f.node, "warning") for f in diagnosis.warnings]
         self.detail = widgets.HTML("<p>Pick a node on the left, or a root above.</p>", layout=widgets.Layout(width="100%"))
         self.tensor_choice = widgets.Dropdown(description="Histogram", layout=widgets.Layout(width="420px"))
         self.histogram = widgets.Image(format="png", layout=widgets.Layout(max_width="720px"))
-        self._refilling = False
         self.filter.observe(self._on_filter, "value")
         self.node_list.observe(self._on_list_pick, "value")
         self.tensor_choice.observe(self._on_tensor_choice, "value")
@@ -53,10 +51,10 @@ class InspectorPanel:
         button.on_click(lambda _: self.select(node))
         return button
 
-    def _options(self, text: str) -> list[tuple[str, str]]:
+    def _items(self, text: str) -> list[list[str]]:
         needle = text.strip().lower()
         return [
-            (f"{self._marks.get(name, '')}{name} ({op})", name)
+            [name, op, self.roles.get(name, "clean")]
             for name, op in self._all_nodes
             if not needle or needle in name.lower() or needle in op.lower()
         ]
@@ -66,23 +64,17 @@ class InspectorPanel:
         self.state.node = node
 
     def _on_filter(self, change) -> None:
-        options = self._options(change["new"])
-        self._refilling = True  # a Select picks its first option when given new ones: that is no user choice
-        try:
-            self.node_list.options = options
-            self.node_list.value = self.state.node if self.state.node in {v for _, v in options} else None
-        finally:
-            self._refilling = False
+        self.node_list.items = self._items(change["new"])
 
     def _on_list_pick(self, change) -> None:
-        if change["new"] and not self._refilling:
+        if change["new"]:
             self.state.node = change["new"]
 
     def _on_node(self, change) -> None:
         name = change["new"]
         if not name:
             return
-        if name not in {value for _, value in self.node_list.options}:
+        if name not in self.node_list.names:
             self.filter.value = ""  # the node is filtered out: show the whole list again
         self.node_list.value = name
         self._detail = self.catalog.detail(name)
@@ -102,7 +94,7 @@ class InspectorPanel:
         pair = next((t for t in self._detail.tensors if t.name == change["new"]), None) if self._detail else None
         if pair is None:
             return
-        figure = plots.value_histogram(pair.reference, pair.candidate, f"{pair.role} `{pair.name}` of {self._detail.name}")
+        figure = plots.value_histogram(pair.reference, pair.candidate, f"{pair.role} {pair.name} of {self._detail.name}")
         self.histogram.value = plots.figure_png(figure)
 
 
@@ -121,9 +113,12 @@ def detail_html(detail: NodeDetail, diagnosis: Diagnosis) -> str:
 
 
 def _heading_html(detail: NodeDetail, diagnosis: Diagnosis) -> str:
-    badge = {"root": " <b style='color:#cf222e'>ROOT CAUSE</b>", "warning": " <b style='color:#bf8700'>WARNING</b>"}
+    role = node_roles(diagnosis).get(detail.name, "")
+    badge = {ROOT: f" <b style='color:{COLOURS[ROOT]}'>ROOT CAUSE</b>",
+             HARMLESS: f" <b style='color:{COLOURS[HARMLESS]}'>WARNING</b> <small>(harmless: outputs stay within tolerance)</small>",
+             VICTIM: f" <b style='color:{COLOURS[VICTIM]}'>VICTIM</b> <small>(own error fine: passes on damage from upstream)</small>"}
     heading = (f"<h3 class='wb-node'><code>{html.escape(detail.name)}</code> · {html.escape(detail.op_type)}"
-               f"{badge.get(detail.finding, '')}</h3>")
+               f"{badge.get(role, '')}</h3>")
     explanations = [f for f in diagnosis.roots + diagnosis.warnings if f.node == detail.name]
     return heading + "".join(f"<p>{prose_html(f.explanation)}</p>" for f in explanations)
 
@@ -135,12 +130,22 @@ def _tensors_html(tensors: tuple[TensorPair, ...]) -> str:
     for t in tensors:
         name = html.escape(t.name) + (f" (FP32: {html.escape(t.reference_name)})"
                                       if t.reference_name and t.reference_name != t.name else "")
-        diff = "–" if t.diff is None else f"{t.diff.rel_l2:.3g}" + ("" if t.diff.ok else " ✗")
+        diff = rel_l2_html(t.diff)
         kind = f"{t.role}{', constant' if t.constant else ''}"
         rows.append(f"<tr><td rowspan='2'><code>{name}</code><br><small>{kind}</small></td><td>FP32</td>"
                     f"{_stats_cells(t.reference_stats)}<td rowspan='2'>{diff}</td></tr>"
                     f"<tr><td>candidate</td>{_stats_cells(t.candidate_stats)}</tr>")
     return f"<div style='overflow-x:auto'><table class='wb-table wb-tensors'>{header}{''.join(rows)}</table></div>"
+
+
+def rel_l2_html(diff: TensorDiff | None) -> str:
+    """rel-L2 over the elements finite in both runs, and how many it leaves out (non-finite in the candidate only)."""
+    if diff is None:
+        return "–"
+    text = f"{diff.rel_l2:.3g}" + ("" if diff.ok else " ✗")
+    if diff.nonfinite:
+        text += f"<br><small class='wb-nonfinite'>+ {diff.nonfinite} non-finite, not in the figure</small>"
+    return text
 
 
 def _stats_cells(stats: TensorStats | None) -> str:

@@ -11,6 +11,7 @@ from workbench.graph import node_reads
 MAX_KEPT_INITIALIZER_ELEMENTS = 4096
 ROOT_NOTE = "ROOT CAUSE (workbench)"
 FOCUS_NOTE = "selected in the workbench"
+FIXED_NOTE = "changed by the fix (workbench)"
 
 
 def neighbourhood(model: onnx.ModelProto, center: str, radius: int = 2, notes: dict[str, str] | None = None) -> onnx.ModelProto:

@@ -32,6 +32,43 @@ PAGE_SCRIPT = r"""// Served by the workbench beside Netron's page (see netron_se
         }
     }, true);
 
+    // The legend of the role colours (workbench.css), with a checkbox that turns them off.
+    var addLegend = function () {
+        var source = document.querySelector('meta[name="workbench-legend"]');
+        var entries = source ? JSON.parse(source.getAttribute('content') || '[]') : [];
+        if (!entries.length || document.getElementById('workbench-legend')) {
+            return;
+        }
+        var legend = document.createElement('div');
+        legend.id = 'workbench-legend';
+        legend.style.cssText = 'position:fixed;top:8px;right:8px;z-index:10;background:rgba(255,255,255,0.92);' +
+            'color:#1f2328;border:1px solid #d0d7de;border-radius:4px;padding:4px 8px;font:12px sans-serif';
+        var toggle = document.createElement('label');
+        toggle.style.cssText = 'display:block;margin-bottom:2px;cursor:pointer';
+        var box = document.createElement('input');
+        box.type = 'checkbox';
+        box.checked = true;
+        box.id = 'workbench-colours';
+        box.addEventListener('change', function () { document.body.classList.toggle('wb-plain', !box.checked); });
+        toggle.appendChild(box);
+        toggle.appendChild(document.createTextNode(' colour by error'));
+        legend.appendChild(toggle);
+        entries.forEach(function (entry) {
+            var row = document.createElement('div');
+            var swatch = document.createElement('span');
+            swatch.style.cssText = 'display:inline-block;width:10px;height:10px;margin-right:4px;background:' + entry[0];
+            row.appendChild(swatch);
+            row.appendChild(document.createTextNode(entry[1] + ' (' + entry[2] + ')'));
+            legend.appendChild(row);
+        });
+        document.body.appendChild(legend);
+    };
+    if (document.readyState === 'loading') {
+        document.addEventListener('DOMContentLoaded', addLegend);
+    } else {
+        addLegend();
+    }
+
     // Once Netron has drawn the graph, select the focused node and scroll to it (internal API: best effort;
     // the outline from workbench.css does not depend on it).
     var meta = document.querySelector('meta[name="workbench-focus"]');

@@ -11,7 +11,9 @@ and changes only the page around them:
   with telemetry off;
 - the release date is the serving date, since an offline install cannot update;
 - a stylesheet outlines the root cause and the focused node (Netron gives them DOM ids
-  `node-name-<name>`), and the script selects and scrolls to the focused node once drawn.
+  `node-name-<name>`), colours each node's header by its role in the diagnosis and outlines what a fix
+  changed; the script selects and scrolls to the focused node once drawn, and adds a legend whose
+  checkbox turns the colours off (a class on <body> the stylesheet's role rules depend on).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import http.server
+import json
 import logging
 import re
 import threading
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.ui.netron_page import PAGE_SCRIPT
+from workbench.ui.roles import CLEAN, COLOURS, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +47,15 @@ class NetronUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Page:
-    """One model as Netron shows it: its bytes, the nodes to outline as roots, and the node to select."""
+    """One model as Netron shows it: its bytes, the nodes to outline as roots, the node to select,
+    each node's role (workbench.ui.roles) to colour it by, and the nodes a fix changed."""
 
     filename: str
     data: bytes
     roots: tuple[str, ...] = ()
     focus: str | None = None
+    roles: tuple[tuple[str, str], ...] = ()  # (node name, role)
+    changed: tuple[str, ...] = ()
 
 
 class NetronServer:
@@ -77,7 +84,7 @@ class NetronServer:
     def publish(self, page: Page) -> str:
         """Serve `page`; returns its path (same content, same path)."""
         digest = hashlib.sha1(page.data)
-        digest.update(repr((page.filename, page.roots, page.focus)).encode())
+        digest.update(repr((page.filename, page.roots, page.focus, page.roles, page.changed)).encode())
         token = digest.hexdigest()[:16]
         self.pages[token] = page
         return f"/m/{token}/"
@@ -157,6 +164,7 @@ def index_html(assets: Path, page: Page) -> str:
         f'<meta name="file" content="data/{html.escape(page.filename)}">',
         f'<meta name="identifier" content="{html.escape(page.filename)}">',
         f'<meta name="workbench-focus" content="{html.escape(page.focus or "")}">',
+        f'<meta name="workbench-legend" content="{html.escape(legend_json(page))}">',
     ])
     text = _replace_once(text, r'<meta name="version" content="[^"]*">', meta)
     text = _replace_once(text, r'<meta name="date" content="[^"]*">',
@@ -168,13 +176,33 @@ def index_html(assets: Path, page: Page) -> str:
                          '<script type="text/javascript" src="index.js"></script>')
 
 
+CHANGED_COLOUR = "#1a7f37"
+
+
 def highlight_css(page: Page) -> str:
     rules = [f'[id="node-name-{_css_string(name)}"] > .node.node-border '
              "{ stroke: #cf222e; stroke-width: 5px; }" for name in page.roots]
     if page.focus and page.focus not in page.roots:
         rules.append(f'[id="node-name-{_css_string(page.focus)}"] > .node.node-border '
                      "{ stroke: #0969da; stroke-width: 4px; }")
+    rules += [f'[id="node-name-{_css_string(name)}"] > .node.node-border '
+              f"{{ stroke: {CHANGED_COLOUR}; stroke-width: 5px; stroke-dasharray: 6 3; }}" for name in page.changed]
+    # Role colours paint the node's header (its op type); body.wb-plain (the legend's checkbox) turns them off.
+    rules += [f'body:not(.wb-plain) [id="node-name-{_css_string(name)}"] .node-item-type path '
+              f"{{ fill: {COLOURS[role]}; }}" for name, role in page.roles if role != CLEAN]
     return "\n".join(rules) + "\n"
+
+
+def legend_json(page: Page) -> str:
+    """The legend's entries for the roles and marks present on the page, as JSON [[colour, label, count]]."""
+    counts: dict[str, int] = {}
+    for _, role in page.roles:
+        counts[role] = counts.get(role, 0) + 1
+    entries = [[COLOURS[role], LABELS[role].split(" (")[0], counts[role]]
+               for role in COLOURS if role != CLEAN and role in counts]
+    if page.changed:
+        entries.append([CHANGED_COLOUR, "changed by the fix (outline)", len(page.changed)])
+    return json.dumps(entries)
 
 
 def _css_string(text: str) -> str:

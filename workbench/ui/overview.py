@@ -25,7 +25,7 @@ def verdict_html(diagnosis: Diagnosis, timing: bool = True) -> str:
         f"<div style='font-size:1.3em'><b style='color:{colour}' class='wb-verdict'>{diagnosis.verdict.upper()}</b> "
         f"<span>{html.escape(VERDICT_WORDS[diagnosis.verdict])}</span></div>"
         f"<div>{html.escape(diagnosis.candidate.name)} against {html.escape(diagnosis.reference.name)}, "
-        f"{html.escape(diagnosis.mode)} FP16{seconds}</div>"
+        f"{html.escape(diagnosis.engine_label)}{seconds}</div>"
     )
 
 
