@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -55,7 +56,12 @@ def sweep(model, candidate=None, inputs=None, options: SweepOptions | None = Non
         order, finished, pending, skipped = _plan(source, index, reference.name, store.finished())
         records = dict(finished)
         backend = _run(options, reference, candidate_model, reference_bytes, candidate_bytes, check, pending)
-        _collect(backend, records, store, total=len(order), progress=options.progress)
+        try:
+            _collect(backend, records, store, total=len(order), progress=options.progress)
+        except KeyboardInterrupt:
+            tqdm.write(f"sweep interrupted: {len(records)} of {len(order)} inputs are kept in {store.results}; "
+                       "sweep again with the same work folder to resume.", file=sys.stderr)
+            raise
         ordered = [records[i] for i in order]
         diagnoses = _diagnoses(ordered, reference, candidate_model, source, store, options)
     finally:

@@ -176,7 +176,6 @@ class ImageFolder(Source):
 
     def _load(self, path: Path) -> np.ndarray:
         import PIL.Image
-        import PIL.UnidentifiedImageError
 
         name, channels_first, channels, height, width = self._layout
         try:
@@ -185,7 +184,7 @@ class ImageFolder(Source):
                 if height and width:
                     image = image.resize((width, height))
                 pixels = np.asarray(image, np.float32) / 255.0
-        except (PIL.UnidentifiedImageError, OSError, ValueError) as exc:
+        except (PIL.Image.UnidentifiedImageError, OSError, ValueError) as exc:
             raise WorkbenchError(f"{path.name} is not a readable image ({exc}).") from None
         pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
         return (pixels.transpose(2, 0, 1) if channels_first else pixels)[None]
