@@ -12,7 +12,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[export,lab,test,bench]"
+	$(PY) -m pip install --quiet -e ".[export,lab,test,bench,cluster]"
 	touch $(STAMP)
 
 lab: $(STAMP)

@@ -32,7 +32,7 @@ def connect(address: str) -> None:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # Ray raises bare Exceptions for a node that does not start
         raise WorkbenchError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}") from None
 
 
