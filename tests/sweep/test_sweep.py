@@ -98,3 +98,23 @@ def test_the_diagnosis_of_one_input(attention_path, feed_folder, tmp_path):
 
 def _comparable(result) -> dict:
     return {k: v for k, v in result.to_dict().items() if k not in ("stats", "work_file")}
+
+
+def test_a_script_without_a_main_guard_gets_one_line_not_a_hang(tmp_path):
+    """Spawned workers import the script again; its sweep then dies in the worker, and the parent must not wait forever."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        f"import sys; sys.path[:0] = [{str(tests)!r}, {str(tests / 'sweep')!r}]\n"
+        "import workbench, models\n"
+        "try:\n"
+        f"    workbench.sweep(models.masked_attention(), inputs=[models.feed(i) for i in range(4)], work={str(tmp_path / 'w')!r}, workers=2, progress=False)\n"
+        "except workbench.WorkbenchError as exc:\n"
+        "    print('ERROR', exc)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.stdout.startswith("ERROR a sweep worker process died") and "__main__" in done.stdout

@@ -56,19 +56,22 @@ def sweep(model, candidate=None, inputs=None, options: SweepOptions | None = Non
         order, finished, pending, skipped = _plan(source, index, reference.name, store.finished())
         records = dict(finished)
         backend = _run(options, reference, candidate_model, reference_bytes, candidate_bytes, check, pending)
+        run_start = time.perf_counter()
         try:
             _collect(backend, records, store, total=len(order), progress=options.progress)
         except KeyboardInterrupt:
             tqdm.write(f"sweep interrupted: {len(records)} of {len(order)} inputs are kept in {store.results}; "
                        "sweep again with the same work folder to resume.", file=sys.stderr)
             raise
+        run_seconds = time.perf_counter() - run_start  # workers' start-up included, diagnoses not
         ordered = [records[i] for i in order]
         diagnoses = _diagnoses(ordered, reference, candidate_model, source, store, options)
     finally:
         store.close()
     seconds = time.perf_counter() - start
-    stats = {"seconds": seconds, "computed": len(pending), "reused": len(finished),
-             "inputs_per_second": len(pending) / seconds if pending else 0.0, "backend": _backend_name(options, len(pending))}
+    stats = {"seconds": seconds, "run_seconds": run_seconds, "computed": len(pending), "reused": len(finished),
+             "inputs_per_second": len(pending) / run_seconds if pending else 0.0,
+             "backend": _backend_name(options, len(pending))}
     return SweepResult(reference, candidate_model, source, tuple(ordered), tuple(skipped), groups.group_roots(ordered, diagnoses),
                        diagnoses, options.tolerance.rel_l2, store.results, stats, _diagnose_options(options))
 

@@ -151,14 +151,20 @@ def _finite(value: float) -> float | None:
 _WORKER: dict = {}
 
 
-def init_worker(reference_bytes: bytes, candidate_bytes: bytes, check: Check, threads: int) -> None:
-    """Load both models once per worker process (spawned, or a Ray actor)."""
-    _WORKER.update(models_from_bytes(reference_bytes, candidate_bytes), check=check)
+def init_worker(reference: "bytes | str", candidate: "bytes | str", check: Check, threads: int) -> None:
+    """Load both models once per worker process (spawned, or a Ray actor): serialized bytes, or a file's path."""
+    reference, candidate = (_read(m) if isinstance(m, str) else m for m in (reference, candidate))
+    _WORKER.update(models_from_bytes(reference, candidate), check=check)
     set_threads(threads)
 
 
 def worker_evaluate(input_id: str, feed: Feed) -> dict:
     return evaluate(_WORKER["reference"], _WORKER["candidate"], input_id, feed, _WORKER["check"])
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def models_from_bytes(reference_bytes: bytes, candidate_bytes: bytes) -> dict:
