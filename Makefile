@@ -12,7 +12,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[export,lab,test,bench]"
+	$(PY) -m pip install --quiet -e ".[export,lab,test,bench,cluster]"
 	touch $(STAMP)
 
 # Serves the repository root (sample_models/ can be browsed) with notebook 01 open, and prints its direct link.

@@ -19,6 +19,7 @@ from workbench.model import Model, load_model
 from workbench.report import Diagnosis, Finding
 from workbench.task import MaskedLmTask, SentenceEmbeddingTask
 from workbench.verify import Verification, apply_fixes
+from workbench.sweep import sweep
 
 __all__ = [
     "Diagnosis",

@@ -66,7 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     _COMMANDS.update(variant_cli.add_cli(commands))  # optimize, quantize
     _COMMANDS.update(export_check.add_cli(commands))  # export, export-check
     _COMMANDS.update(speed.add_cli(commands))  # speed
+    _add_sweep_parser(commands)
     return parser
+
+
+def _add_sweep_parser(commands) -> None:
+    """`workbench sweep` (workbench/sweep/cli.py)."""
+    from workbench.sweep import cli as sweep_cli
+
+    sweep_cli.add_parser(commands)
+    _COMMANDS["sweep"] = _run_sweep
+
+
+def _run_sweep(args) -> int:
+    from workbench.sweep import cli as sweep_cli
+
+    return sweep_cli.run(args)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,11 @@ class Workbench:
         bench._build(diagnosis)
         return bench
 
+    @classmethod
+    def from_sweep(cls, result):  # the Sweep tab (ui/sweep_tab.py): an input opened there fills the other tabs
+        from workbench.ui.sweep_tab import SweepWorkbench
+        return SweepWorkbench(result)
+
     def _build(self, diagnosis: Diagnosis) -> None:
         self.diagnosis = diagnosis
         self.state = WorkbenchState()

@@ -1,0 +1,176 @@
+"""One input of a sweep: both models run whole, the outputs compared, the task checked.
+
+`run_outputs` is the one place the whole-model engine is chosen: today a plain ONNX Runtime session
+built once per process on `model.to_proto()`; the emulating FP16 engine (workbench/engines) replaces it here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from workbench.compare import Tolerance, tensor_diff, verdict
+from workbench.errors import WorkbenchError
+from workbench.model import Model
+
+Feed = dict[str, np.ndarray]
+_SESSIONS: "OrderedDict[int, tuple[Model, object]]" = OrderedDict()
+_MAX_SESSIONS = 4  # two models per sweep; a notebook that sweeps twice keeps both pairs
+_THREADS = {"intra_op": 0}  # 0: ONNX Runtime's default (all cores); workers set 1 each
+
+
+def set_threads(intra_op: int) -> None:
+    """Threads per session in this process; a pool of N workers on C cores gives each C // N."""
+    _THREADS["intra_op"] = intra_op
+    _SESSIONS.clear()
+
+
+def run_outputs(model: Model, feed: Feed) -> dict[str, np.ndarray]:
+    """Every graph output of `model` on `feed` (arrays as the model returns them: float32, float16, ...)."""
+    session = _session(model)
+    names = [o.name for o in model.graph.output]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def _session(model: Model):
+    key = id(model)
+    if key in _SESSIONS:
+        _SESSIONS.move_to_end(key)
+        return _SESSIONS[key][1]
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = _THREADS["intra_op"]
+    options.inter_op_num_threads = 1
+    # A spinning pool burns the cores another worker's session needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    _SESSIONS[key] = (model, session)  # the model is held so its id is not reused
+    while len(_SESSIONS) > _MAX_SESSIONS:
+        _SESSIONS.popitem(last=False)
+    return session
+
+
+@dataclass(frozen=True)
+class Check:
+    """What each input is checked with: the tolerance, and a workbench.task check or None."""
+
+    tolerance: Tolerance = Tolerance()
+    task: object | None = None  # SentenceEmbeddingTask, MaskedLmTask or None
+
+
+def evaluate(reference: Model, candidate: Model, input_id: str, feed: Feed, check: Check) -> dict:
+    """The record of one input: output figures, verdict, task check, traits. JSON-safe."""
+    start = time.perf_counter()
+    ref_out = run_outputs(reference, feed)
+    cand_out = run_outputs(candidate, feed)
+    diffs = {name: tensor_diff(ref_out[name], cand_out[name], check.tolerance) for name in ref_out if name in cand_out}
+    task = _task_result(check.task, feed, ref_out, cand_out)
+    figures = {name: {"rel_l2": _finite(d.rel_l2), "max_abs": _finite(d.max_abs), "nonfinite": d.nonfinite, "ok": d.ok}
+               for name, d in diffs.items()}
+    outcome = verdict(diffs)
+    return {
+        "id": input_id,
+        "digest": feed_digest(feed),
+        "verdict": outcome,
+        "failed": outcome != "ok" or (task is not None and task.get("ok") is False),
+        "worst_rel_l2": _finite(max((d.rel_l2 for d in diffs.values()), default=0.0)),
+        "nonfinite": sum(d.nonfinite for d in diffs.values()),
+        "outputs": figures,
+        "task": task,
+        "traits": traits(feed),
+        "seconds": round(time.perf_counter() - start, 6),
+    }
+
+
+def _task_result(task, feed: Feed, reference: dict, candidate: dict) -> dict | None:
+    if task is None:
+        return None
+    feed, reference, candidate = _rows_with_tokens(task, feed, reference, candidate)
+    if not feed:
+        return None
+    try:
+        return task.check(feed, reference, candidate).to_dict()
+    except WorkbenchError as exc:  # e.g. a non-finite FP32 reference: the check does not apply to this input
+        return {"name": getattr(task, "name", "task"), "ok": None, "error": str(exc)}
+
+
+def _rows_with_tokens(task, feed: Feed, reference: dict, candidate: dict) -> tuple[Feed, dict, dict]:
+    """The batch rows that hold a token: a fully padded row has no sentence, so no embedding to check
+    (its pooled embedding is 0 in both runs). Empty dicts when no row has one."""
+    mask = feed.get(getattr(task, "mask_input", None) or "")
+    if mask is None or np.ndim(mask) != 2:
+        return feed, reference, candidate
+    keep = np.count_nonzero(mask, axis=1) > 0
+    if keep.all():
+        return feed, reference, candidate
+    if not keep.any():
+        return {}, {}, {}
+
+    def rows(arrays: dict) -> dict:
+        return {k: v[keep] if np.ndim(v) and v.shape[0] == len(keep) else v for k, v in arrays.items()}
+
+    return rows(feed), rows(reference), rows(candidate)
+
+
+def traits(feed: Feed) -> dict:
+    """What an input is like, to say what failing inputs share: padding, length, magnitude."""
+    masks = [np.asarray(v) for k, v in feed.items() if "mask" in k.lower() and np.asarray(v).ndim >= 2]
+    padded = any(bool(np.any(np.all(m.reshape(m.shape[0], -1) == 0, axis=1))) for m in masks)
+    lengths = [int(np.count_nonzero(m, axis=-1).max()) for m in masks if m.size]
+    floats = [np.abs(np.asarray(v, np.float64)) for k, v in feed.items() if np.asarray(v).dtype.kind == "f" and "mask" not in k.lower()]
+    return {
+        "fully_padded_row": padded,
+        "sequence": max(lengths) if lengths else None,  # longest unpadded row, in positions
+        "peak": float(max(f.max() for f in floats)) if floats and all(f.size for f in floats) else None,
+    }
+
+
+def feed_digest(feed: Feed) -> str:
+    """sha256 over names, dtypes, shapes and bytes: a changed input file is swept again."""
+    digest = hashlib.sha256()
+    for name in sorted(feed):
+        array = np.ascontiguousarray(feed[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no inf or NaN: an unbounded error is null (read back as inf)."""
+    return float(value) if np.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- worker processes
+
+_WORKER: dict = {}
+
+
+def init_worker(reference: "bytes | str", candidate: "bytes | str", check: Check, threads: int) -> None:
+    """Load both models once per worker process (spawned, or a Ray actor): serialized bytes, or a file's path."""
+    reference, candidate = (_read(m) if isinstance(m, str) else m for m in (reference, candidate))
+    _WORKER.update(models_from_bytes(reference, candidate), check=check)
+    set_threads(threads)
+
+
+def worker_evaluate(input_id: str, feed: Feed) -> dict:
+    return evaluate(_WORKER["reference"], _WORKER["candidate"], input_id, feed, _WORKER["check"])
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def models_from_bytes(reference_bytes: bytes, candidate_bytes: bytes) -> dict:
+    import onnx
+
+    from workbench.model import load_model
+
+    return {"reference": load_model(onnx.load_from_string(reference_bytes), name="reference"),
+            "candidate": load_model(onnx.load_from_string(candidate_bytes), name="candidate")}
