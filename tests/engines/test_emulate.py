@@ -99,3 +99,9 @@ def test_engines_by_name():
     assert {make_engine(name, model).name for name in ("emulate", "ort-kernels", "runtime")} == {"emulate", "ort-kernels", "runtime"}
     with pytest.raises(WorkbenchError, match="unknown engine"):
         make_engine("tensorrt", model)
+
+
+def test_outputs_alone_equal_the_captured_outputs():
+    engine = EmulatingEngine(shifted())
+    feed = {"x": np.array([1, 2, 3], np.float32)}
+    assert engine.outputs(feed)["y"].tolist() == engine.capture(feed)["y"].tolist() == [0, 2, 4]

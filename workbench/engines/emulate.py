@@ -49,6 +49,7 @@ class EmulatingEngine:
         self.index = index or GraphIndex.of(model)
         self.providers = tuple(providers)
         self._session = None
+        self._outputs_session = None
         self._weights: dict[str, np.ndarray] | None = None
         self._node_runner = LiftedNodeRunner(self.index, model.proto.opset_import, model.proto.ir_version, providers)
         self.whole_runs = 0
@@ -83,6 +84,21 @@ class EmulatingEngine:
                 values[name] = self._stored(name, value)
         return values
 
+    def outputs(self, feed: Values) -> Values:
+        """The graph outputs alone (a sweep's many inputs): a second session, nothing else marked."""
+        if self._outputs_session is None:
+            lifted, _ = lift_model(self.model, self.index, capture=False)
+            self._outputs_session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
+        weights = self._feed_weights()
+        names = self.index.output_names
+        run_feed = {name: _as_float32(value) if name in self._lifted_inputs else value for name, value in feed.items()}
+        self.whole_runs += 1
+        try:
+            results = self._outputs_session.run(names, {**run_feed, **weights})
+        except Exception as exc:  # noqa: BLE001 - a shape error on this feed, reported in one line
+            raise WorkbenchError(_run_failure(self.model.name, self.index, exc)) from None
+        return {name: self._stored(name, value) for name, value in zip(names, results)}
+
     def run_node(self, node: onnx.NodeProto, read: Callable[[str], np.ndarray]) -> list[np.ndarray | None]:
         return self._node_runner.run(node, read)
 
@@ -107,6 +123,11 @@ class EmulatingEngine:
             self._names = [o.name for o in lifted.graph.output]
             self._session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
         return self._session, self._names, self._weights
+
+    def _feed_weights(self) -> dict[str, np.ndarray]:
+        if self._weights is None:
+            self._weights = lift_model(self.model, self.index, capture=False)[1]
+        return self._weights
 
 
 class LiftedNodeRunner(NodeRunner):
