@@ -29,7 +29,8 @@ def draw_error_histogram(axis: Axes, records, tolerance: float) -> None:
     unbounded = len(records) - len(finite)
     values = np.array([max(r["worst_rel_l2"], ERROR_FLOOR) for r in finite] or [ERROR_FLOOR])
     high = max(values.max(), tolerance) * 10
-    bins = np.logspace(math.log10(ERROR_FLOOR), math.log10(high), 40)
+    low = max(ERROR_FLOOR, values.min() / 10)
+    bins = np.logspace(math.log10(low), math.log10(high), 40)
     failed = np.array([r["failed"] for r in finite] or [False])
     series = [values[~failed], values[failed]] if finite else [[], []]
     axis.hist(series, bins=bins, stacked=True, color=[PASS_COLOUR, FAIL_COLOUR], label=["pass", "fail"], gid="error-histogram")
