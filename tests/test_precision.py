@@ -48,6 +48,15 @@ def test_fp8_e4m3_overflow_above_448_saturates_and_is_the_root():
     assert "beyond FP8 E4M3's ±448, and saturates to 448" in root.explanation
 
 
+def test_fp8_overflow_is_fixed_by_a_region_until_values_fit_e4m3_again():
+    model = parse_model("g (float[8] x) => (float[8] y) { a = Mul(x, c) y = Div(a, c) }", c=np.array(100.0, np.float32))
+    report = workbench.diagnose(model, inputs={"x": np.linspace(1, 8, 8).astype(np.float32)},
+                                fp16=workbench.Fp16Options(precision="fp8-e4m3"))
+    assert report.roots[0].fixes[0].nodes == ("Mul_0", "Div_1")  # 800 is beyond 448 until the Div
+    fixed = workbench.auto_fix(report)
+    assert fixed.ok and "(fp8-e4m3, fixed)" in fixed.model.name
+
+
 def test_fp8_keep_fp32_fix_verifies():
     model = parse_model("g (float[8] x) => (float[8] y) { a = Mul(x, c) y = Div(a, c) }", c=np.array(100.0, np.float32))
     report = workbench.diagnose(model, inputs={"x": np.linspace(1, 8, 8).astype(np.float32)},

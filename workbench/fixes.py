@@ -395,7 +395,7 @@ def apply(reference: Model, fixes: Sequence[Fix], base: Fp16Options = Fp16Option
         keep_op_types=frozenset(base.keep_op_types).union(*(fix.fp32_op_types() for fix in fixes)),
     )
     candidate, stats = convert_to_fp16(source, options)
-    return candidate.with_proto(candidate.proto, origin="fixed fp16", name=f"{reference.name} (fp16, fixed)"), stats
+    return candidate.with_proto(candidate.proto, origin=f"fixed {base.precision}", name=f"{reference.name} ({base.precision}, fixed)"), stats
 
 
 # ---------------------------------------------------------------- fixes named on the command line
@@ -471,8 +471,8 @@ def propose_at_node(kind: str, node: str, evidence: explain.NodeEvidence, index:
     if kind == explain.CONSTANT_UNDERFLOW:
         return (RaiseEps(tuple(constants)), KeepFp32((node,)))
     if kind in (explain.ACTIVATION_OVERFLOW, explain.INF_ARITHMETIC):
-        region = overflow_region(index, node, values)
-        reason = "its values exceed ±65504 until they are back in range" if len(region) > 1 else ""
+        region = overflow_region(index, node, values, evidence.fmt.max)
+        reason = f"its values exceed {evidence.fmt.range_text} until they are back in range" if len(region) > 1 else ""
         return (KeepFp32(region, reason),)
     if kind == explain.PRECISION_LOSS:
         producers = _float_input_producers(index, node)
@@ -569,8 +569,8 @@ def _is_normalisation_statistic(index: GraphIndex, node: str, constants: tuple[s
     return found.op_type == "BatchNormalization" and bool(constants) and set(constants) <= set(found.input[1:])
 
 
-def overflow_region(index: GraphIndex, node: str, values: dict) -> tuple[str, ...]:
-    """`node` and every node after it that reads a tensor beyond ±65504 in the reference.
+def overflow_region(index: GraphIndex, node: str, values: dict, limit: float = FP16_MAX) -> tuple[str, ...]:
+    """`node` and every node after it that reads a tensor beyond ±limit (the format's range) in the reference.
 
     Keeping only the first overflowing node in FP32 moves the overflow to the Cast after
     it; the region ends where the values are back within FP16's range (a Sqrt, a Div).
@@ -580,7 +580,7 @@ def overflow_region(index: GraphIndex, node: str, values: dict) -> tuple[str, ..
     seen = set(pending)
     while pending:
         tensor = pending.pop(0)
-        if not _beyond_fp16(values.get(tensor)):
+        if not _beyond_fp16(values.get(tensor), limit):
             continue
         for reader in index.consumers.get(tensor, []):
             if reader.name not in region:
@@ -593,11 +593,11 @@ def overflow_region(index: GraphIndex, node: str, values: dict) -> tuple[str, ..
     return tuple(sorted(region, key=order.__getitem__))
 
 
-def _beyond_fp16(value) -> bool:
+def _beyond_fp16(value, limit: float = FP16_MAX) -> bool:
     if value is None or value.dtype.kind != "f" or not value.size:
         return False
     with np.errstate(invalid="ignore"):
-        return bool(np.any(np.isfinite(value) & (np.abs(value) > FP16_MAX)))
+        return bool(np.any(np.isfinite(value) & (np.abs(value) > limit)))
 
 
 def _is_mask_constant(index: GraphIndex, node: str, constants: tuple[str, ...]) -> bool:

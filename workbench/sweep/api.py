@@ -19,7 +19,7 @@ from workbench.sweep.result import SweepResult
 from workbench.sweep.sources import open_source
 from workbench.sweep.store import ResultStore, default_work_dir, record_key, sweep_key
 
-PRECISIONS = ("fp16",)
+PRECISIONS = ("fp16", "bf16", "fp8-e4m3", "fp8-e5m2")
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def _candidate(reference: Model, candidate, options: SweepOptions) -> Model:
         return load_model(candidate)
     if options.precision not in PRECISIONS:
         raise WorkbenchError(f"unknown precision '{options.precision}'; use one of {', '.join(PRECISIONS)}, or give --candidate.")
-    from workbench.fp16 import convert_to_fp16
+    from workbench.fp16 import Fp16Options, convert_to_fp16
 
-    return convert_to_fp16(reference)[0]
+    return convert_to_fp16(reference, Fp16Options(precision=options.precision))[0]
 
 
 def _task(task, reference: Model, index: GraphIndex):

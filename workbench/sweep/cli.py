@@ -11,7 +11,7 @@ def add_parser(commands) -> None:
     sweep.add_argument("model", help="the reference (FP32) .onnx model")
     made = sweep.add_mutually_exclusive_group()
     made.add_argument("--candidate", help="the variant to sweep (default: the workbench's own conversion)")
-    made.add_argument("--precision", choices=["fp16"], default="fp16", help="make the candidate by converting to this precision")
+    made.add_argument("--precision", choices=["fp16", "bf16", "fp8-e4m3", "fp8-e5m2"], default="fp16", help="make the candidate by converting to this format")
     sweep.add_argument("--inputs", required=True, metavar="SOURCE",
                        help="a folder of .npz feeds or images, one .npz with a leading dataset axis, or a text file of sentences")
     sweep.add_argument("--tokenizer", metavar="DIR", help="for sentences: the tokenizer's folder (default: beside the model)")

@@ -1,7 +1,8 @@
 """One input of a sweep: both models run whole, the outputs compared, the task checked.
 
-`run_outputs` is the one place the whole-model engine is chosen: today a plain ONNX Runtime session
-built once per process on `model.to_proto()`; the emulating FP16 engine (workbench/engines) replaces it here.
+`run_outputs` is the one place the whole-model engine is chosen: a model that stores tensors in a
+low-precision format runs on the emulating engine (workbench.engines: FP32 arithmetic, every FP16/BF16/FP8
+tensor rounded where stored, as a GPU engine does); an FP32 model on a plain, optimised ORT session.
 """
 
 from __future__ import annotations
@@ -31,9 +32,29 @@ def set_threads(intra_op: int) -> None:
 
 def run_outputs(model: Model, feed: Feed) -> dict[str, np.ndarray]:
     """Every graph output of `model` on `feed` (arrays as the model returns them: float32, float16, ...)."""
+    if _is_low_precision(model):
+        return _emulating(model).outputs(feed)
     session = _session(model)
     names = [o.name for o in model.graph.output]
     return dict(zip(names, session.run(names, feed)))
+
+
+def _is_low_precision(model: Model) -> bool:
+    from workbench.graph import GraphIndex
+    from workbench.precision import LOW_TYPES
+
+    return any(t in LOW_TYPES for t in GraphIndex.of(model).elem_types.values())
+
+
+def _emulating(model: Model):
+    key = ("emulate", id(model))
+    if key not in _SESSIONS:
+        from workbench.engines.emulate import EmulatingEngine
+
+        _SESSIONS[key] = (model, EmulatingEngine(model))
+        while len(_SESSIONS) > _MAX_SESSIONS:
+            _SESSIONS.popitem(last=False)
+    return _SESSIONS[key][1]
 
 
 def _session(model: Model):
