@@ -28,7 +28,7 @@ from workbench.engines.node_by_node import NodeRunner, Values, replay
 from workbench.engines.sessions import build_session, failure_detail
 from workbench.errors import WorkbenchError
 from workbench.graph import GraphIndex, decode_tensor, node_reads, outer_scope_reads
-from workbench.model import Model
+from workbench.model import Model, subgraphs
 from workbench.precision import LOW_TYPES
 
 F32 = TensorProto.FLOAT
@@ -223,10 +223,8 @@ def _lift_node(node: onnx.NodeProto, types: dict[str, int], opsets) -> list[onnx
     lifted = onnx.NodeProto()
     lifted.CopyFrom(node)
     _lift_attributes(lifted)
-    for attr in lifted.attribute:
-        for sub in _attribute_graphs(attr):
-            sub_types = _subgraph_types(sub, types, opsets)
-            sub.CopyFrom(_lift_graph(sub, sub_types, opsets, round_inputs=[]))
+    for sub in subgraphs(lifted):  # the node's own GraphProtos: lifted in place
+        sub.CopyFrom(_lift_graph(sub, _subgraph_types(sub, types, opsets), opsets, round_inputs=[]))
     rounding = []
     for i, name in enumerate(node.output):
         if name and types.get(name) in LOW_TYPES:
@@ -312,14 +310,6 @@ def _subgraph_types(sub: onnx.GraphProto, outer: dict[str, int], opsets) -> dict
     for tensor in sub.initializer:
         types[tensor.name] = tensor.data_type
     return types
-
-
-def _attribute_graphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
-    if attr.type == onnx.AttributeProto.GRAPH:
-        return [attr.g]
-    if attr.type == onnx.AttributeProto.GRAPHS:
-        return list(attr.graphs)
-    return []
 
 
 def _as_float32(array: np.ndarray) -> np.ndarray:
