@@ -70,16 +70,9 @@ class EmulatingEngine:
         """
         if on_node is not None:
             return replay(self.index, self._node_runner, dict(feed), on_node=on_node)
-        session, names, weights = self._whole()
-        run_feed = {name: _as_float32(value) if name in self._lifted_inputs else value for name, value in feed.items()}
-        run_feed.update(weights)
-        self.whole_runs += 1
-        try:
-            results = session.run(names, run_feed)
-        except Exception as exc:  # noqa: BLE001 - a shape error on this feed, reported in one line
-            raise WorkbenchError(_run_failure(self.model.name, self.index, exc)) from None
+        session, names, _ = self._whole()
         values = dict(feed)
-        for name, value in zip(names, results):
+        for name, value in zip(names, self._run(session, names, feed)):
             if isinstance(value, np.ndarray):
                 values[name] = self._stored(name, value)
         return values
@@ -89,15 +82,17 @@ class EmulatingEngine:
         if self._outputs_session is None:
             lifted, _ = lift_model(self.model, self.index, capture=False)
             self._outputs_session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
-        weights = self._feed_weights()
         names = self.index.output_names
+        return {name: self._stored(name, value) for name, value in zip(names, self._run(self._outputs_session, names, feed))}
+
+    def _run(self, session, names: list[str], feed: Values) -> list:
+        """One run of a lifted session: low-precision inputs fed as float32, the weights fed beside them."""
         run_feed = {name: _as_float32(value) if name in self._lifted_inputs else value for name, value in feed.items()}
         self.whole_runs += 1
         try:
-            results = self._outputs_session.run(names, {**run_feed, **weights})
+            return session.run(names, {**run_feed, **self._feed_weights()})
         except Exception as exc:  # noqa: BLE001 - a shape error on this feed, reported in one line
             raise WorkbenchError(_run_failure(self.model.name, self.index, exc)) from None
-        return {name: self._stored(name, value) for name, value in zip(names, results)}
 
     def run_node(self, node: onnx.NodeProto, read: Callable[[str], np.ndarray]) -> list[np.ndarray | None]:
         return self._node_runner.run(node, read)
