@@ -107,20 +107,30 @@ def tensor_diff(
     work = np.float64 if max(reference.dtype.itemsize, candidate.dtype.itemsize) > 4 else np.float32
     ref = reference.astype(work, copy=False)
     cand = candidate.astype(work, copy=False)
-    ref_finite, cand_finite = np.isfinite(ref), np.isfinite(cand)
-    nonfinite = int(np.count_nonzero(ref_finite & ~cand_finite))
-    both = ref_finite & cand_finite
-    # Where the reference is itself non-finite, the candidate must match it exactly (−inf stays −inf).
-    special_mismatch = int(np.count_nonzero(~ref_finite & ~((ref == cand) | (np.isnan(ref) & np.isnan(cand)))))
-    all_finite = bool(both.all())
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = cand - ref
+    # The common case in one pass: a finite difference everywhere means both tensors are finite.
+    all_finite = bool(np.isfinite(delta).all())
     if all_finite:
-        delta, ref_both = cand - ref, ref
+        nonfinite = special_mismatch = 0
+        ref_both = ref
     else:
-        delta, ref_both = cand[both] - ref[both], ref[both]
+        ref_finite, cand_finite = np.isfinite(ref), np.isfinite(cand)
+        if ref_finite.all():  # the usual NaN cascade: only the candidate went non-finite
+            both, special_mismatch = cand_finite, 0
+            nonfinite = int(cand_finite.size - np.count_nonzero(cand_finite))
+        else:
+            nonfinite = int(np.count_nonzero(ref_finite & ~cand_finite))
+            both = ref_finite & cand_finite
+            # Where the reference is itself non-finite, the candidate must match it exactly (−inf stays −inf).
+            special_mismatch = int(np.count_nonzero(~ref_finite & ~((ref == cand) | (np.isnan(ref) & np.isnan(cand)))))
+        all_finite = bool(both.all())  # finite both, only the difference overflowed
+        delta, ref_both = (delta, ref) if all_finite else (delta[both], ref[both])
     if not delta.size and ref.size:  # nothing finite to compare: the error is unbounded
         return TensorDiff(rel_l2=float("inf"), max_abs=float("inf"), nonfinite=nonfinite, ok=False)
-    max_abs = float(np.max(np.abs(delta))) if delta.size else 0.0
-    peak = float(np.max(np.abs(ref_both))) if ref_both.size else 0.0
+    abs_delta, abs_ref = np.abs(delta), np.abs(ref_both)  # reused by the elementwise check
+    max_abs = float(np.max(abs_delta)) if delta.size else 0.0
+    peak = float(np.max(abs_ref)) if ref_both.size else 0.0
     if work is np.float32 and max(peak, max_abs) > _FLOAT32_SQUARE_SAFE:
         ref_both, delta = ref_both.astype(np.float64), delta.astype(np.float64)
     ref_norm = _norm(ref_both)
@@ -133,7 +143,11 @@ def tensor_diff(
         full_delta[both] = delta
         full_ref = np.where(both, ref, 0).astype(delta.dtype, copy=False)
     worst = _worst_slice(full_ref, full_delta, _slicings(reference.shape, slices), tolerance)
-    mismatched = elementwise_mismatches(full_ref, full_delta, tolerance, ref_norm / float(np.sqrt(max(ref_both.size, 1))))
+    rms = ref_norm / float(np.sqrt(max(ref_both.size, 1)))
+    if all_finite and abs_delta.dtype == np.float32:
+        mismatched = _mismatches(abs_ref, abs_delta, tolerance, rms)
+    else:
+        mismatched = elementwise_mismatches(full_ref, full_delta, tolerance, rms)
     slices_ok = worst is None or worst.rel_l2 <= tolerance.rel_l2
     ok = nonfinite == 0 and special_mismatch == 0 and rel_l2 <= tolerance.rel_l2 and slices_ok
     return TensorDiff(rel_l2=rel_l2, max_abs=max_abs, nonfinite=nonfinite, ok=ok, worst_slice=worst, mismatched=mismatched)
@@ -150,11 +164,14 @@ def elementwise_mismatches(reference: np.ndarray, delta: np.ndarray, tolerance: 
         return 0
     if rms is None:
         rms = _norm(reference) / float(np.sqrt(reference.size))
+    return _mismatches(np.abs(reference), np.abs(delta), tolerance, rms)
+
+
+def _mismatches(abs_reference: np.ndarray, abs_delta: np.ndarray, tolerance: Tolerance, rms: float) -> int:
     atol = float(max(tolerance.rel_l2 * rms, tolerance.floor))  # a Python float keeps float32 arrays float32
-    bound = np.abs(reference)
-    bound *= tolerance.rel_l2
+    bound = abs_reference * tolerance.rel_l2
     bound += atol
-    return int(np.count_nonzero(np.abs(delta) > bound))
+    return int(np.count_nonzero(abs_delta > bound))
 
 
 def _slicings(shape: tuple[int, ...], slices) -> list[SliceAxis]:
