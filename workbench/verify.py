@@ -93,6 +93,8 @@ def second_opinion(after: Diagnosis) -> EngineVerdict:
     except WorkbenchError as exc:
         # The first clause: the advice after it ("use --engine emulate") is for whoever chose that engine.
         return EngineVerdict(engine, NOT_AVAILABLE, reason=" ".join(str(exc).split(";")[0].split()))
+    except Exception as exc:  # noqa: BLE001  a second opinion that breaks must not cost the verified fix
+        return EngineVerdict(engine, NOT_AVAILABLE, reason=f"{engine} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
 @dataclass(frozen=True)
