@@ -46,15 +46,17 @@ def one(tool: str, name: str) -> dict:
     if tool == "workbench":
         start = time.perf_counter()
         before = workbench.diagnose(model.path, inputs=feed)
-        result = workbench.auto_fix(before)
+        result = workbench.auto_fix(before, second_engine=False)  # timed as the search alone, like acmp
+        seconds = time.perf_counter() - start
         out.update(
-            ok=result.ok, seconds=time.perf_counter() - start, runs=result.runs, budget=result.budget,
+            ok=result.ok, seconds=seconds, runs=result.runs, budget=result.budget,
             attempts=len(result.attempts), before=before.verdict,
             before_rel_l2=max((d.rel_l2 for d in before.outputs.values()), default=0.0),
             root=_root(before), fixes=[f"{f.name} {harness_target(f)}" for f in result.fixes],
             kept_fp32=list(result.kept_fp32), fp16_share=result.fp16_weight_fraction,
             after_rel_l2=max((d.rel_l2 for d in result.after.outputs.values()), default=0.0),
             faithful=result.after.verdict,
+            second_engine=_second_engine_text(result.with_second_engine().second_engine),
         )
         return out
     raw = harness.tool_acmp(proto, feed, loadfail=tool == "acmp-loadfail")
@@ -62,7 +64,7 @@ def one(tool: str, name: str) -> dict:
     out.update({k: raw[k] for k in ("ok", "error", "seconds", "runs", "attempts", "load_failures")})
     out["kept_fp32"] = raw["kept_fp32"]
     out["fp16_share"] = harness.fp16_share(final)["fp16_share"] if final is not None else None
-    out["faithful"] = _faithful_verdict(model, final, feed) if final is not None else None
+    out.update(_faithful_verdicts(model, final, feed) if final is not None else {"faithful": None, "second_engine": None})
     return out
 
 
@@ -114,14 +116,23 @@ def _root(diagnosis) -> str:
     return f"{root.kind} at {root.op_type} `{root.node}`{more}"
 
 
-def _faithful_verdict(model, final, feed) -> str:
-    """What the workbench's faithful FP16 replay says of another tool's final model."""
+def _faithful_verdicts(model, final, feed) -> dict:
+    """What the workbench's faithful FP16 replay, then ONNX Runtime's FP16 kernels, say of another tool's final model."""
     import workbench
+    from workbench.verify import second_opinion
 
     try:
-        return workbench.diagnose(model.path, candidate=final, inputs=feed).verdict
+        diagnosis = workbench.diagnose(model.path, candidate=final, inputs=feed)
     except Exception as exc:  # a model the replay cannot run is not an FP16 model that works
-        return f"error: {harness.error_text(exc)[:120]}"
+        return {"faithful": f"error: {harness.error_text(exc)[:120]}", "second_engine": None}
+    return {"faithful": diagnosis.verdict, "second_engine": _second_engine_text(second_opinion(diagnosis))}
+
+
+def _second_engine_text(entry) -> str:
+    """'ort-kernels: ok (0.000598)', or 'ort-kernels: not available' (the reason is in the JSON)."""
+    if entry.worst_rel_l2 is None:
+        return f"{entry.engine}: {entry.verdict}"
+    return f"{entry.engine}: {entry.verdict} ({entry.worst_rel_l2:.3g})"
 
 
 def run_all() -> dict:
@@ -167,9 +178,11 @@ def markdown(out: dict) -> str:
         "(FP32 arithmetic, every tensor between nodes stored in FP16) of each tool's final model: what an FP16",
         "engine computes. onnxconverter-common judges its attempts with ONNX Runtime's CPU provider (rel-L2 <= 1e-2),",
         "which runs many FP16 ops in FP32. `runs`: model forward passes (full or partial) the tool spent.",
+        "`second engine`: ONNX Runtime's own FP16 kernels, node by node (`ort-kernels`), on the same final model,",
+        "with its worst output rel-L2; `not available` where the model holds BF16 or FP8, which they cannot compute.",
         "",
-        "| model | exporter | FP16 as is | root | tool | verdict | fix | nodes in FP32 | weights in FP16 | runs | faithful |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | exporter | FP16 as is | root | tool | verdict | fix | nodes in FP32 | weights in FP16 | runs | faithful | second engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_model: dict = {}
     for result in out["results"]:
@@ -190,7 +203,7 @@ def markdown(out: dict) -> str:
                 f"| {name} | {out['models'][name]['exporter']} | {before if tool == 'workbench' else ''} | "
                 f"{r.get('root', '') if tool == 'workbench' else ''} | {tool} | {verdict[:120]} | `{fix[:160]}` | "
                 f"{len(r.get('kept_fp32') or [])} | {'' if share is None else f'{share:.1%}'} | {r.get('runs', '')} | "
-                f"{r.get('faithful') or ''} |"
+                f"{r.get('faithful') or ''} | {r.get('second_engine') or ''} |"
             )
     return "\n".join(lines) + "\n"
 

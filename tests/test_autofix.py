@@ -98,7 +98,7 @@ def test_the_search_stops_when_its_run_budget_is_spent_and_says_so():
     assert not result.ok
     summary = result.to_dict()
     assert summary["budget_spent"] and summary["run_budget"] == before.stats["forward_passes"] + 3
-    assert "spent" in result.summary().splitlines()[0]
+    assert summary["stopped"] == "budget spent" and "budget spent" in result.summary().splitlines()[0]
 
 
 @pytest.mark.parametrize("build", ["softmax_log", "rotary"])
@@ -107,10 +107,65 @@ def test_stored_losses_are_fixed_by_the_first_attempt(build):
     assert result.ok and len(result.attempts) == 1, result.summary()
 
 
-def test_the_result_says_which_engine_verified_it(sample):
+def test_the_result_says_which_engine_verified_it_and_what_the_other_says(sample):
     path, feed = sample("legacy_mask_bert")
-    result = auto_fix(path, inputs=feed)
-    assert result.to_dict()["verified_by"] == {"faithful": True}
+    verified_by = auto_fix(path, inputs=feed).to_dict()["verified_by"]
+    assert list(verified_by) == ["emulate", "ort-kernels"]
+    assert {entry["verdict"] for entry in verified_by.values()} == {"ok"}
+    assert all(0 < entry["worst_rel_l2"] < 1e-2 for entry in verified_by.values())
+
+
+# ---------------------------------------------------------------- issue 11: checked by a second engine
+def test_a_model_fixed_by_growing_the_region_is_checked_by_both_engines():
+    result = auto_fix(faults.masked_then_exp(), inputs=faults.masked_then_exp_feed())
+    assert result.ok and set(result.verified_by) == {"emulate", "ort-kernels"}
+    assert result.verified_by["ort-kernels"].verdict == "ok" and result.disagreement is None
+    line = next(line for line in result.summary().splitlines() if "judged by" in line)
+    assert "emulate: ok" in line and "ort-kernels: ok" in line and "disagree" not in line
+
+
+def test_the_default_engine_is_ort_kernels_then_emulate_checks(sample):
+    path, feed = sample("legacy_mask_bert")
+    result = auto_fix(path, inputs=feed, engine="ort-kernels")
+    assert list(result.verified_by) == ["ort-kernels", "emulate"] and result.verified_by["emulate"].verdict == "ok"
+
+
+def test_bf16_has_no_second_engine_and_says_why_in_one_line(sample):
+    from workbench.fp16 import Fp16Options
+
+    path, feed = sample("clean_mlp")
+    result = auto_fix(path, inputs=feed, fp16=Fp16Options(precision="bf16"))
+    second = result.to_dict()["verified_by"]["ort-kernels"]
+    assert result.ok and second["verdict"] == "not available" and second["worst_rel_l2"] is None
+    assert "BF16" in second["reason"] and "\n" not in second["reason"] and "--engine" not in second["reason"]
+    assert "ort-kernels: not available: " in result.summary() and result.disagreement is None
+
+
+def test_engines_that_disagree_say_so_in_words(sample):
+    from workbench.verify import EngineVerdict
+
+    path, feed = sample("legacy_mask_bert")
+    result = auto_fix(path, inputs=feed, second_engine=False)
+    assert list(result.verified_by) == ["emulate"]
+    refused = dataclasses.replace(result, second_engine=EngineVerdict("ort-kernels", "divergent", 0.03))
+    assert refused.disagreement == "the engines disagree: emulate accepts the fixed model, ort-kernels finds it divergent"
+    assert refused.disagreement in refused.summary()
+
+
+# ---------------------------------------------------------------- issue 11: the run budget
+def test_a_search_that_fixes_within_its_budget_reports_used_of_total():
+    result = auto_fix(faults.softmax_log(), inputs=faults.softmax_log_feed(), budget=50)
+    assert result.ok and result.stopped == "fixed" and not result.budget_spent
+    assert f"{result.runs} of 50 budgeted model runs" in result.summary().splitlines()[0]
+    assert result.to_dict()["run_budget"] == 50 and result.to_dict()["stopped"] == "fixed"
+
+
+def test_a_search_capped_by_attempts_is_not_a_spent_budget(sample):
+    path, feed = sample("layernorm_pow")
+    before = workbench.diagnose(path, inputs=feed)
+    root = dataclasses.replace(before.roots[0], fixes=(KeepFp32(("ln_pow",)),))
+    result = auto_fix(dataclasses.replace(before, roots=(root,)), max_attempts=1)
+    assert result.stopped == "attempts spent" and not result.budget_spent
 
 
 def test_an_out_of_range_batchnorm_variance_is_folded_first():

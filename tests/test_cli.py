@@ -121,12 +121,50 @@ def test_fix_writes_a_verified_model_and_json(sample, tmp_path):
     assert np.isfinite(output).all()
 
 
-def test_fix_exits_1_when_the_model_still_fails_and_says_so(sample, tmp_path):
+def test_fix_exits_4_when_the_fixes_given_do_not_verify_and_says_so(sample, tmp_path):
     path, _ = sample("layernorm_pow")
     out = tmp_path / "fixed.onnx"
     result = run("fix", path, "--inputs", path.with_suffix(".npz"), "-o", out, "--no-auto", "--fix", "keep-fp32=ln_pow")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr  # not fixed, but no budget was spent: a larger one would not help
     assert "NOT FIXED" in result.stdout and "still failing verification" in result.stdout and out.exists()
+    assert "judged by emulate: divergent" in result.stdout and "ort-kernels: divergent" in result.stdout
+
+
+@pytest.fixture
+def masked_then_exp(tmp_path):
+    """The in-memory fault model that needs a grown region (five attempts), as files for the CLI."""
+    import onnx
+
+    import fp16_fault_models as faults
+    from workbench.model import full_proto
+
+    onnx.save(full_proto(faults.masked_then_exp()), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "m.npz", **faults.masked_then_exp_feed())
+    return tmp_path / "m.onnx", tmp_path / "m.npz"
+
+
+def test_fix_exits_1_only_when_the_budget_is_spent(masked_then_exp, tmp_path):
+    path, feed = masked_then_exp
+    result = run("fix", path, "--inputs", feed, "-o", tmp_path / "fixed.onnx", "--budget", "7", "--json")
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert not data["ok"] and data["budget_spent"] and data["stopped"] == "budget spent"
+    assert data["run_budget"] == 7 and data["runs"] >= 7 and data["attempts"]
+
+
+def test_fix_within_its_budget_exits_0_and_reports_both_engines(masked_then_exp, tmp_path):
+    path, feed = masked_then_exp
+    result = run("fix", path, "--inputs", feed, "-o", tmp_path / "fixed.onnx", "--budget", "40")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert "OK after" in first and "of 40 budgeted model runs" in first
+    assert "judged by emulate: ok" in result.stdout and "ort-kernels: ok" in result.stdout
+
+
+def test_fix_refuses_a_budget_that_is_not_a_positive_number(sample, tmp_path):
+    path, _ = sample("clean_mlp")
+    result = run("fix", path, "-o", tmp_path / "fixed.onnx", "--budget", "0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--budget" in result.stderr
 
 
 def test_memory_budget_option_gives_the_same_json(sample):

@@ -203,3 +203,33 @@ def test_a_diagnosis_without_inputs_runs_a_cnn_and_says_what_it_generated():
     assert report.feed["x"].shape == (2, 3, 64, 256)
     assert "inputs 'x': generated: structured 3×64×256 image with text" in report.summary()
     assert workbench.diagnose(model, inputs=report.feed).feed_origin is None  # given inputs: nothing to say
+
+
+def _image_index(dims):
+    """An input 'x' with these dims (int: dim_value, str: dim_param, None: neither set) and output x + 1."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1, 1])
+    for dim, value in zip(x.type.tensor_type.shape.dim, dims):
+        dim.Clear()
+        if isinstance(value, int):
+            dim.dim_value = value
+        elif isinstance(value, str):
+            dim.dim_param = value
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "one"], ["y"])], "g", [x], [y], [one])
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    return GraphIndex(model.graph, list(model.proto.opset_import))
+
+
+@pytest.mark.parametrize("dims", [[-1, 3, "?", "?"], [-1, 3, "", ""], [None, 3, None, None], ["?", 3, "", None]])
+def test_unnamed_dynamic_dims_are_each_their_own(dims):
+    # paddle2onnx's [-1, 3, ?, ?]: height and width are independent, a 48x192 image fits
+    image = np.zeros((1, 3, 48, 192), np.float32)
+    assert check_feed(_image_index(dims), {"x": image}, "model")["x"].shape == (1, 3, 48, 192)
+
+
+def test_a_real_dim_name_used_twice_must_agree():
+    with pytest.raises(WorkbenchError, match="disagree on 'side'"):
+        check_feed(_image_index([-1, 3, "side", "side"]), {"x": np.zeros((1, 3, 48, 192), np.float32)}, "model")

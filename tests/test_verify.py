@@ -118,5 +118,7 @@ def test_verification_json_has_verified_by_for_each_engine(sample):
     path, feed = sample("legacy_mask_bert")
     before = workbench.diagnose(path, inputs=feed)
     result = apply_fixes(before, [MaskConstant(("val_32",))])
-    assert result.to_dict()["verified_by"] == {"faithful": True}
-    assert result.to_dict()["run_budget"] is None
+    assert result.to_dict()["verified_by"] == {"emulate": {"verdict": "ok", "worst_rel_l2": pytest.approx(5.98e-4, rel=0.05)}}
+    assert result.to_dict()["run_budget"] is None and result.stopped is None
+    checked = result.with_second_engine().to_dict()["verified_by"]  # apply_fixes alone does not pay for the second pass
+    assert list(checked) == ["emulate", "ort-kernels"] and checked["ort-kernels"]["verdict"] == "ok"

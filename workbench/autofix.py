@@ -23,7 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.fixes import Fix, KeepFp32, stored_loss
 from workbench.graph import GraphIndex
 from workbench.report import Diagnosis, Finding
-from workbench.verify import Attempt, Verification, apply_fixes
+from workbench.verify import Attempt, Verification, apply_fixes, worst_rel_l2
 
 # Model forward passes (full or partial) one automatic fix may spend, the first diagnosis included.
 # Generous: a verification costs 1 pass plus one per suspect still found, so this is dozens of attempts.
@@ -102,6 +102,15 @@ class _Search:
     def has_room(self) -> bool:
         return self.runs < self.budget and (self.max_attempts is None or len(self.attempts) < self.max_attempts)
 
+    def stop_reason(self, result: Verification) -> str:
+        if result.ok:
+            return "fixed"
+        if self.runs >= self.budget:
+            return "budget spent"
+        if self.max_attempts is not None and len(self.attempts) >= self.max_attempts:
+            return "attempts spent"
+        return "no move left"
+
     def attempt(self, fixes: tuple[Fix, ...], move: str) -> Verification | None:
         """Apply and verify `fixes`; None when the variant did not convert or run (a failed attempt)."""
         self.tried.add(fixes)
@@ -114,7 +123,7 @@ class _Search:
             return None
         self.runs = result.runs
         self.attempts.append(
-            Attempt(fixes, result.after.verdict, _worst(result.after), runs=self.runs, move=move,
+            Attempt(fixes, result.after.verdict, worst_rel_l2(result.after.outputs), runs=self.runs, move=move,
                     kept_fp32=len(result.kept_fp32), fp16_weight_fraction=result.fp16_weight_fraction)
         )
         if result.ok:
@@ -131,6 +140,7 @@ def auto_fix(
     max_attempts: int | None = None,
     progress: bool = False,
     budget: int = RUN_BUDGET,
+    second_engine: bool = True,
     **overrides,
 ) -> Verification:
     """Fix the FP16 variant of `source` (a model, or a Diagnosis already made) until its outputs match.
@@ -138,7 +148,9 @@ def auto_fix(
     `fixes`: the user's own, always kept; the search adds to them. `budget`: model runs the
     search may spend (the first diagnosis included); `max_attempts`: an optional cap on attempts.
     Returns the smallest verified Verification found, or the last one: `.ok`, `.fixes`,
-    `.kept_fp32`, `.runs`, `.budget` and `.attempts` (every try with its figures, failed ones too).
+    `.kept_fp32`, `.runs`, `.budget`, `.stopped` and `.attempts` (every try with its figures, failed
+    ones too). `second_engine`: judge the result with the other engine too (`.verified_by`), one
+    candidate pass not counted in `.runs`.
     """
     before = source if isinstance(source, Diagnosis) else diagnose(source, inputs=inputs, options=options, progress=progress, **overrides)
     fixes = tuple(fixes)
@@ -158,7 +170,8 @@ def auto_fix(
         result = _shrink(search, plan, result)
     bar.close()
     best = min(search.verified, key=_size) if search.verified else result
-    return replace(best, runs=search.runs, attempts=tuple(search.attempts), budget=budget)
+    best = replace(best, runs=search.runs, attempts=tuple(search.attempts), budget=budget, stopped=search.stop_reason(best))
+    return best.with_second_engine() if second_engine else best
 
 
 def _next_trial(plan: _Plan, current: Diagnosis, index: GraphIndex, user: tuple[Fix, ...], tried: set):
@@ -238,6 +251,3 @@ def _to_fix(diagnosis: Diagnosis) -> list[Finding]:
         return list(diagnosis.roots)
     return [w for w in diagnosis.warnings if w.fixes]
 
-
-def _worst(diagnosis: Diagnosis) -> float:
-    return max((float("inf") if d.nonfinite else d.rel_l2 for d in diagnosis.outputs.values()), default=0.0)

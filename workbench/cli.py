@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 from workbench import export_check, speed, variant_cli
+from workbench.autofix import RUN_BUDGET
 from workbench.errors import WorkbenchError
 from workbench.precision import PRECISIONS
 
 PRECISION_NAMES = list(PRECISIONS)
 
-EXIT_NOT_FIXED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 1, 2, 3
+# `workbench fix`: 0 verified; 1 not verified and the run budget spent (a larger --budget may find a fix);
+# 4 not verified with budget left (the search had no move left, or --no-auto fixes that do not verify).
+# Every command: 2 a user error (one line on stderr), 3 an internal error.
+EXIT_BUDGET_SPENT, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_NO_FIX_FOUND = 1, 2, 3, 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conversion_options(diag)
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
 
-    fix = commands.add_parser("fix", help="fix the FP16 variant until its outputs match, and write it")
+    fix = commands.add_parser(
+        "fix", help="fix the FP16 variant until its outputs match, and write it",
+        description="Fix the FP16 variant until its outputs match, and write it. Exit 0: verified; 1: not verified, "
+                    "the run budget spent (try a larger --budget); 4: not verified with budget left (no fix left to try, "
+                    "or the --no-auto fixes do not verify); 2: an error (one line on stderr).")
     fix.add_argument("model", help="the reference (FP32) .onnx model")
     fix.add_argument("--precision", choices=PRECISION_NAMES, default="fp16", help="the format to convert to")
     fix.add_argument("-o", "--output", required=True, help="where to write the fixed FP16 model")
@@ -50,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--fix", action="append", default=[], metavar="NAME=TARGET",
                      help="apply this fix first (repeatable), e.g. mask-constant=val_32, keep-fp32=ln_pow,ln_var")
     fix.add_argument("--no-auto", action="store_true", help="apply only the fixes given, do not search for more")
+    fix.add_argument("--budget", type=_positive_int, default=RUN_BUDGET, metavar="N",
+                     help=f"model runs the automatic fix may spend, the first diagnosis included (default {RUN_BUDGET})")
     fix.add_argument("--task", choices=["embedding", "masked-lm"],
                      help="also check the task: sentence-embedding cosine and ranking, or masked-LM top-5 tokens")
     fix.add_argument("--task-output", help="the model output the task check reads (default: the first output)")
@@ -68,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     _COMMANDS.update(speed.add_cli(commands))  # speed
     _add_sweep_parser(commands)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of model runs, at least 1, got '{text}'")
+    return int(text)
 
 
 def _add_sweep_parser(commands) -> None:
@@ -190,9 +206,9 @@ def _fix(args) -> int:
     options = _diagnose_options(args)
     before = diagnose(model, inputs=args.inputs, options=options)
     if args.no_auto:
-        result = apply_fixes(before, requested)
+        result = apply_fixes(before, requested).with_second_engine()
     else:
-        result = auto_fix(before, fixes=requested, progress=options.progress)
+        result = auto_fix(before, fixes=requested, progress=options.progress, budget=args.budget)
     if args.task:
         result = result.check_task(_task(args, result.after))
     result.save(target)
@@ -201,7 +217,13 @@ def _fix(args) -> int:
     else:
         print(result.summary())
         print(f"wrote {target}" + ("" if result.ok else " (still failing verification: see above)"))
-    return 0 if result.ok else EXIT_NOT_FIXED
+    return _fix_exit_code(result)
+
+
+def _fix_exit_code(result) -> int:
+    if result.ok:
+        return 0
+    return EXIT_BUDGET_SPENT if result.budget_spent else EXIT_NO_FIX_FOUND
 
 
 def _task(args, diagnosis):

@@ -113,6 +113,20 @@ def rediagnose(
     return replace(search.run(before.feed, start, conversion), feed_origin=before.feed_origin)
 
 
+def outputs_on(diagnosis: Diagnosis, engine: str) -> dict[str, TensorDiff]:
+    """`diagnosis`' candidate computed by another engine, its outputs compared with the reference's.
+
+    The same feed, tolerance and captured reference; one candidate pass, no node-level search.
+    A WorkbenchError when that engine cannot run the candidate (ort-kernels on BF16 or FP8).
+    """
+    options = replace(diagnosis.options, mode="runtime") if engine == "runtime" else replace(
+        diagnosis.options, mode="faithful", engine=engine)
+    search = _Search(diagnosis.reference, diagnosis.candidate, options, diagnosis.candidate_given, reuse=diagnosis)
+    search.ref_values = diagnosis.reference_values
+    feed = check_feed(search.cand_index, diagnosis.feed, diagnosis.candidate.name)
+    return search._output_diffs(search.cand_engine.capture(dict(feed)))
+
+
 def _with_overrides(options: DiagnoseOptions, overrides: dict) -> DiagnoseOptions:
     known = {f.name for f in fields(DiagnoseOptions)}
     unknown = sorted(set(overrides) - known)

@@ -82,13 +82,22 @@ def _checked_array(name: str, value: np.ndarray, info: onnx.ValueInfoProto, dims
                 raise WorkbenchError(
                     f"input '{name}' must have size {dim.dim_value} on axis {axis}, the feed has shape {value.shape}."
                 )
-            if dim.HasField("dim_param"):
+            if _is_named(dim):
                 seen = dims.setdefault(dim.dim_param, (size, name))
                 if seen[0] != size:
                     raise WorkbenchError(
                         f"inputs '{seen[1]}' and '{name}' disagree on '{dim.dim_param}' ({seen[0]} against {size})."
                     )
     return value.astype(want, copy=False)
+
+
+# Exporters write these for a dimension with no name of its own (paddle2onnx: '?'); each is independent.
+_ANONYMOUS_DIMS = {"", "?", "-1"}
+
+
+def _is_named(dim) -> bool:
+    """A symbolic dimension with a real name ('batch'): every use of that name must have one size."""
+    return dim.HasField("dim_param") and dim.dim_param.strip() not in _ANONYMOUS_DIMS
 
 
 def _finite_checked(name: str, value: np.ndarray) -> np.ndarray:

@@ -19,12 +19,13 @@ import numpy as np
 from onnx import TensorProto
 
 from workbench import fixes as fix_catalogue
-from workbench.diagnose import rediagnose
+from workbench.diagnose import outputs_on, rediagnose
 from workbench.errors import WorkbenchError
 from workbench.fixes import Fix
 from workbench.fp16 import ConversionStats
 from workbench.graph import GraphIndex
 from workbench.model import Model
+from workbench.compare import TensorDiff, verdict
 from workbench.report import Diagnosis, _json_float
 from workbench.save import save_model
 
@@ -55,6 +56,47 @@ class Attempt:
         }
 
 
+# The engine that judges a verified model a second time: the other arithmetic (issue 11).
+OTHER_ENGINE = {"emulate": "ort-kernels", "ort-kernels": "emulate", "runtime": "emulate"}
+NOT_AVAILABLE = "not available"
+
+
+@dataclass(frozen=True)
+class EngineVerdict:
+    """What one engine says of the fixed model's outputs."""
+
+    engine: str
+    verdict: str  # "ok" | "nonfinite" | "divergent" | "not available" (the engine cannot compute this model)
+    worst_rel_l2: float | None = None
+    reason: str | None = None  # why not available
+
+    @classmethod
+    def of(cls, engine: str, outputs: dict[str, TensorDiff]) -> "EngineVerdict":
+        return cls(engine, verdict(outputs), worst_rel_l2(outputs))
+
+    def to_dict(self) -> dict:
+        figure = None if self.worst_rel_l2 is None else _json_float(self.worst_rel_l2)
+        entry = {"verdict": self.verdict, "worst_rel_l2": figure}
+        return entry if self.reason is None else {**entry, "reason": self.reason}
+
+    def describe(self) -> str:
+        if self.verdict == NOT_AVAILABLE:
+            return f"{self.engine}: {NOT_AVAILABLE}: {self.reason}"
+        return f"{self.engine}: {self.verdict} (worst rel-L2 {self.worst_rel_l2:.3g})"
+
+
+def second_opinion(after: Diagnosis) -> EngineVerdict:
+    """The other engine's verdict on `after`'s candidate, or why it cannot give one."""
+    engine = OTHER_ENGINE[after.engine]
+    try:
+        return EngineVerdict.of(engine, outputs_on(after, engine))
+    except WorkbenchError as exc:
+        # The first clause: the advice after it ("use --engine emulate") is for whoever chose that engine.
+        return EngineVerdict(engine, NOT_AVAILABLE, reason=" ".join(str(exc).split(";")[0].split()))
+    except Exception as exc:  # noqa: BLE001  a second opinion that breaks must not cost the verified fix
+        return EngineVerdict(engine, NOT_AVAILABLE, reason=f"{engine} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+
+
 @dataclass(frozen=True)
 class Verification:
     """A fixed FP16 variant and its re-verification, with the diagnosis from before the fixes."""
@@ -66,6 +108,8 @@ class Verification:
     attempts: tuple[Attempt, ...] = ()
     task: object | None = None  # a workbench.task TaskResult, when a task-level check was asked for
     budget: int | None = None  # the automatic fix's run budget (None: fixes applied by hand)
+    second_engine: EngineVerdict | None = None  # the other engine's verdict (with_second_engine)
+    stopped: str | None = None  # why the automatic fix stopped: fixed | budget spent | attempts spent | no move left
 
     @property
     def model(self) -> Model:
@@ -89,9 +133,35 @@ class Verification:
         return tuple(n for n in self.conversion.kept_fp32 if n not in index.node_by_name or not _weights_only(index, n))
 
     @property
-    def verified_by(self) -> dict[str, bool]:
-        """Which engine accepted the fixed model: {engine name: outputs within tolerance}."""
-        return {self.after.mode: self.after.verdict == "ok"}
+    def verified_by(self) -> dict[str, EngineVerdict]:
+        """{engine name: its verdict}: the engine that verified the fixes first, then the other one if asked."""
+        default = EngineVerdict.of(self.after.engine, self.after.outputs)
+        others = [self.second_engine] if self.second_engine is not None else []
+        return {entry.engine: entry for entry in [default, *others]}
+
+    def with_second_engine(self) -> "Verification":
+        """This verification with the other engine's verdict on the fixed model (one more candidate pass)."""
+        return replace(self, second_engine=second_opinion(self.after))
+
+    @property
+    def disagreement(self) -> str | None:
+        """In words, when one engine accepts the fixed model and another does not; else None."""
+        judged = [entry for entry in self.verified_by.values() if entry.verdict != NOT_AVAILABLE]
+        accepts = [entry.engine for entry in judged if entry.verdict == "ok"]
+        refuses = [f"{entry.engine} finds it {entry.verdict}" for entry in judged if entry.verdict != "ok"]
+        if not accepts or not refuses:
+            return None
+        return f"the engines disagree: {', '.join(accepts)} accepts the fixed model, {', '.join(refuses)}"
+
+    def engines_line(self) -> str:
+        """One line: each engine's verdict, and in words when they disagree."""
+        line = "judged by " + "; ".join(entry.describe() for entry in self.verified_by.values())
+        return f"{line} -- {self.disagreement}" if self.disagreement else line
+
+    @property
+    def budget_spent(self) -> bool:
+        """Not fixed, and the automatic fix used its whole run budget (a larger one may find a fix)."""
+        return self.budget is not None and self.runs >= self.budget and not self.ok
 
     @property
     def clamped(self) -> tuple[str, ...]:
@@ -130,8 +200,9 @@ class Verification:
             "before": {"verdict": self.before.verdict, "outputs": self.before.to_dict()["outputs"]},
             "runs": self.runs,
             "run_budget": self.budget,
-            "budget_spent": self.budget is not None and self.runs >= self.budget and not self.ok,
-            "verified_by": self.verified_by,
+            "budget_spent": self.budget_spent,
+            "stopped": self.stopped,
+            "verified_by": {name: entry.to_dict() for name, entry in self.verified_by.items()},
             "attempts": [attempt.to_dict() for attempt in self.attempts],
             "fp16_weight_fraction": round(self.fp16_weight_fraction, 4),
             "task": self.task.to_dict() if self.task is not None else None,
@@ -143,9 +214,8 @@ class Verification:
 
     def summary(self) -> str:
         status = "OK" if self.ok else "NOT FIXED"
-        budget = f" (budget {self.budget}{', spent' if self.runs >= self.budget else ''})" if self.budget is not None else ""
         tried = f", {len(self.attempts)} attempt(s)" if self.attempts else ""
-        lines = [f"{self.model.name}: {status} after {len(self.fixes)} fix(es), {self.runs} model runs{budget}{tried}"]
+        lines = [f"{self.model.name}: {status} after {len(self.fixes)} fix(es), {self._runs_text()}{tried}"]
         lines += [f"  fix {fix.name}: {fix.description}" for fix in self.fixes]
         for name, after in self.after.outputs.items():
             before = self.before.outputs[name]
@@ -156,10 +226,18 @@ class Verification:
             f"  {len(self.kept_fp32)} nodes kept in FP32, {len(self.clamped)} constants changed, "
             f"{self.fp16_weight_fraction:.1%} of float weights in FP16"
         )
+        lines.append(f"  {self.engines_line()}")
         lines += [f"  still ROOT {f.kind}: {f.explanation}" for f in self.after.roots]
         if self.task is not None:
             lines += ["  " + line for line in self.task.summary().splitlines()]
         return "\n".join(lines)
+
+    def _runs_text(self) -> str:
+        """'12 model runs', with the budget used of the total when the automatic fix ran, and why it stopped."""
+        if self.budget is None:
+            return f"{self.runs} model runs"
+        why = f", {self.stopped}" if self.stopped not in (None, "fixed") else ""
+        return f"{self.runs} of {self.budget} budgeted model runs{why}"
 
     def _repr_html_(self) -> str:
         colour = "#1a7f37" if self.ok else "#cf222e"
@@ -216,6 +294,11 @@ def fp16_weight_fraction(model: Model) -> float:
             total += count
             fp16 += count if tensor.data_type == TensorProto.FLOAT16 else 0
     return fp16 / total if total else 1.0
+
+
+def worst_rel_l2(outputs: dict[str, TensorDiff]) -> float:
+    """The largest output error; inf when an output is non-finite where the reference is finite."""
+    return max((float("inf") if d.nonfinite else d.rel_l2 for d in outputs.values()), default=0.0)
 
 
 def _weights_only(index: GraphIndex, name: str) -> bool:

@@ -74,3 +74,22 @@ def test_saved_says_the_full_folder(bench, tmp_path, monkeypatch):
     bench.fixes.save_path.value = "fixed.onnx"  # relative: the kernel's working folder
     bench.fixes.save_button.click()
     assert str(tmp_path.resolve()) in bench.fixes.saved.value and (tmp_path / "fixed.onnx").is_file()
+
+
+def test_the_fixes_tab_shows_what_each_engine_says(bench):
+    bench.fixes.apply_button.click()
+    result = bench.fixes.result.value
+    assert "wb-engines" in result and "<code>emulate</code><td>ok" in result.replace("</td>", "")
+    assert "<code>ort-kernels</code><td>ok" in result.replace("</td>", "") and "wb-disagree" not in result
+
+
+def test_the_fixes_tab_says_when_the_engines_disagree(bench):
+    import dataclasses
+
+    from workbench.ui.fixes import engines_html
+    from workbench.verify import EngineVerdict
+
+    bench.fixes.apply_button.click()
+    refused = dataclasses.replace(bench.state.verification, second_engine=EngineVerdict("ort-kernels", "nonfinite", float("inf")))
+    text = engines_html(refused)
+    assert "wb-disagree" in text and "The engines disagree: emulate accepts the fixed model" in text and "non-finite" in text

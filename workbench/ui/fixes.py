@@ -70,6 +70,7 @@ class FixesPanel:
         try:
             # No tqdm bar from the core: in a button callback it would land in JupyterLab's Log Console.
             verification = workbench.apply_fixes(without_tqdm(self.diagnosis), fixes, **self._progress_option())
+            verification = verification.with_second_engine()  # issue 11: what the other engine says too
         except WorkbenchError as exc:
             self.result.value = f"<p><b>Could not apply:</b> {html.escape(str(exc))}</p>"
             self.progress.layout.visibility, self.progress_note.value = "hidden", ""
@@ -115,8 +116,27 @@ def verification_html(verification) -> str:
         "<table class='wb-compare'><tr><th>before</th><th>after</th></tr>"
         f"<tr><td>{verdict_html(verification.before, timing=False)}</td>"
         f"<td class='wb-after'>{verdict_html(verification.after, timing=False)}</td></tr>"
-        f"</table>{numbers_html(verification)}"
+        f"</table>{numbers_html(verification)}{engines_html(verification)}"
     )
+
+
+def engines_html(verification) -> str:
+    """Each engine's verdict on the fixed model, and in words when they disagree."""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(name)}</code></td><td>{html.escape(entry.verdict)}</td>"
+        f"<td>{_figure(entry)}</td></tr>"
+        for name, entry in verification.verified_by.items()
+    )
+    disagreement = verification.disagreement
+    note = f"<p class='wb-disagree'><b>{html.escape(disagreement[0].upper() + disagreement[1:])}.</b></p>" if disagreement else ""
+    return ("<table class='wb-table wb-engines'><tr><th>engine</th><th>verdict</th><th>worst rel-L2</th></tr>"
+            f"{rows}</table>{note}")
+
+
+def _figure(entry) -> str:
+    if entry.reason is not None:
+        return html.escape(entry.reason)
+    return "non-finite" if entry.worst_rel_l2 == float("inf") else f"{entry.worst_rel_l2:.3g}"
 
 
 def numbers_html(verification) -> str:
