@@ -85,6 +85,7 @@ import fp16_fault_models as faults  # noqa: E402
 def test_a_benign_minus_inf_then_an_overflowing_exp_is_fixed_by_growing_the_region():
     result = auto_fix(faults.masked_then_exp(), inputs=faults.masked_then_exp_feed())
     assert result.ok, result.summary()
+    assert result.verified_by["ort-kernels"].verdict == "ok"  # the second engine accepts it too
     assert "scores" in result.kept_fp32  # the projection before the Exp: its output is rounded where it is stored
     assert result.attempts[-1].move == "growth" and result.attempts[-1].verdict == "ok"
     failed = [a for a in result.attempts if a.verdict != "ok"]
@@ -105,6 +106,7 @@ def test_the_search_stops_when_its_run_budget_is_spent_and_says_so():
 def test_stored_losses_are_fixed_by_the_first_attempt(build):
     result = auto_fix(getattr(faults, build)(), inputs=getattr(faults, build + "_feed")())
     assert result.ok and len(result.attempts) == 1, result.summary()
+    assert result.verified_by["ort-kernels"].verdict == "ok", result.summary()
 
 
 def test_the_result_says_which_engine_verified_it_and_what_the_other_says(sample):
@@ -171,4 +173,5 @@ def test_a_search_capped_by_attempts_is_not_a_spent_budget(sample):
 def test_an_out_of_range_batchnorm_variance_is_folded_first():
     result = auto_fix(faults.conv_bn(), inputs=faults.conv_bn_feed())
     assert result.ok and [f.name for f in result.fixes] == ["fold-bn"]
+    assert result.verified_by["ort-kernels"].verdict == "ok", result.summary()
     assert result.kept_fp32 == () and result.fp16_weight_fraction == 1.0

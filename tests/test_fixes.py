@@ -218,6 +218,7 @@ def test_keep_fp32_on_a_batchnorm_with_an_out_of_range_variance_gives_the_right_
     assert before.verdict != "ok"
     fixed = workbench.apply_fixes(before, [KeepFp32(("bn",))])
     assert fixed.ok, fixed.summary()
+    assert fixed.with_second_engine().verified_by["ort-kernels"].verdict == "ok"
     assert fixed.kept_fp32 == ("bn",)  # the Constants feeding it are not counted as nodes
     np.testing.assert_allclose(run(fixed.model, feed), expected, rtol=2e-3, atol=2e-2)
 
