@@ -29,7 +29,10 @@ def command(run: Run) -> str:
 def render(info, setup, diag, conv, fix=None, scale_text: str | None = None) -> str:
     parts = [
         "# Benchmark: workbench on BERT-base (legacy attention mask, FP16)",
-        "Written by `bench/run.py`; every figure below is from its last run. Re-run with `make bench`.",
+        "Written by `bench/run.py`; every figure below is from its last run. Re-run with `make bench`.\n"
+        "Elsewhere, each written by its own script: [ENGINE.md](ENGINE.md) (the engines against Polygraphy and the "
+        "plain-run floor, weights in the file and as external data), [REAL_MODELS.md](REAL_MODELS.md) (fixes on real "
+        "models against onnxconverter-common), [SWEEP.md](SWEEP.md) (dataset sweep throughput), [CORPUS.md](CORPUS.md).",
         machine_section(info, setup),
         diagnosis_section(diag, setup["graph"]),
         conversion_section(conv),
