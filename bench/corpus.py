@@ -323,6 +323,8 @@ def write_table(outcomes: list[Outcome], seconds: float, export_seconds: float, 
         f"{len(outcomes)} models, {seconds:.0f} s in all ({export_seconds:.0f} s exporting or loading cached exports, "
         f"{diagnosed:.0f} s diagnosing); " + ", ".join(f"{k} {v}" for k, v in sorted(counts(outcomes).items())),
         "",
+        shipped_line(outcomes),
+        "",
         "Outcomes: a verdict (ok, nonfinite, divergent), `error` (a one-line WorkbenchError, shown), `internal`",
         "(a workbench bug), `skipped` (the onnx package ships only a download URL). Feeds: test_data_set_0 where",
         "the model has one, generated otherwise.",
@@ -334,6 +336,19 @@ def write_table(outcomes: list[Outcome], seconds: float, export_seconds: float, 
         detail = o.detail.replace("|", "\\|")
         lines.append(f"| {o.group} | {o.name} | {o.nodes} | {o.status} | {detail} | {o.seconds:.2f} | {o.note} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def shipped_line(outcomes: list[Outcome]) -> str:
+    """Issue 10's count: of the models the onnx package ships in full, how many end in a verdict, and why not the rest."""
+    shipped = [o for o in outcomes if o.group != "transformers" and o.status != "skipped"]
+    verdicts = [o for o in shipped if o.status in ("ok", "nonfinite", "divergent")]
+    reasons: dict[str, int] = {}
+    for o in shipped:
+        if o not in verdicts:
+            reason = o.detail.split(";")[0].split(", which")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    rest = "; ".join(f"{n}: {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"Of the {len(shipped)} models the onnx package ships in full, {len(verdicts)} end in a verdict. The others: {rest or 'none'}."
 
 
 def corpus_section(outcomes: list[dict], seconds: float) -> str:
