@@ -61,9 +61,9 @@ class SentenceEmbeddingTask:
     ok when every sentence's cosine(reference, candidate) >= `min_cosine` and, for every sentence i, the
     other sentences sorted by similarity to i come in the same order with the candidate's embeddings as
     with the reference's, up to ties: two sentences within `RANKING_TIE` (1e-3) of each other in the
-    reference's similarity may come in either order. The ranking needs at least 3 sentences (with 2 there is nothing to order);
-    with fewer it is skipped, said so in the lines, and `rankings_equal` is None: it is not an error,
-    since the cosine check alone is still meaningful.
+    reference's similarity may come in either order. The ranking needs at least 3 sentences (with 2
+    there is nothing to order); with fewer it is skipped, said so in the lines, and `rankings_equal`
+    is None: it is not an error, since the cosine check alone is still meaningful.
     """
 
     output: str = "last_hidden_state"
