@@ -50,9 +50,8 @@ class EmulatingEngine:
         self.model = model
         self.index = index or GraphIndex.of(model)
         self.providers = tuple(providers)
-        self._session = None
-        self._outputs_session = None
-        self._weights: dict[str, np.ndarray] | None = None
+        # capture (every tensor marked) or not -> (session, its output names, the weights it is fed)
+        self._sessions: dict[bool, tuple[object, list[str], dict[str, np.ndarray]]] = {}
         self._node_runner = LiftedNodeRunner(self.index, model.proto.opset_import, model.proto.ir_version, providers)
         self.whole_runs = 0
 
@@ -62,7 +61,7 @@ class EmulatingEngine:
 
     @property
     def sessions_built(self) -> int:
-        return (self._session is not None) + self._node_runner.sessions_built
+        return len(self._sessions) + self._node_runner.sessions_built
 
     def capture(self, feed: Values, on_node: Callable | None = None) -> Values:
         """Every tensor of the model on `feed`, in the model's names, low-precision ones as the format holds them.
@@ -72,9 +71,9 @@ class EmulatingEngine:
         """
         if on_node is not None:
             return replay(self.index, self._node_runner, dict(feed), on_node=on_node)
-        session, names, _ = self._whole()
+        session, names, weights = self._whole(capture=True)
         values = dict(feed)
-        for name, value in zip(names, self._run(session, names, feed)):
+        for name, value in zip(names, self._run(session, names, feed, weights)):
             if isinstance(value, np.ndarray):
                 name = name.removesuffix(_STORED)  # an FP16 tensor as the Cast stored it: float16 already
                 values[name] = self._stored(name, value)
@@ -82,18 +81,16 @@ class EmulatingEngine:
 
     def outputs(self, feed: Values) -> Values:
         """The graph outputs alone (a sweep's many inputs): a second session, nothing else marked."""
-        if self._outputs_session is None:
-            lifted, _ = lift_model(self.model, self.index, capture=False)
-            self._outputs_session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
+        session, _, weights = self._whole(capture=False)
         names = self.index.output_names
-        return {name: self._stored(name, value) for name, value in zip(names, self._run(self._outputs_session, names, feed))}
+        return {name: self._stored(name, value) for name, value in zip(names, self._run(session, names, feed, weights))}
 
-    def _run(self, session, names: list[str], feed: Values) -> list:
+    def _run(self, session, names: list[str], feed: Values, weights: dict[str, np.ndarray]) -> list:
         """One run of a lifted session: low-precision inputs fed as float32, the weights fed beside them."""
         run_feed = {name: _as_float32(value) if name in self._lifted_inputs else value for name, value in feed.items()}
         self.whole_runs += 1
         try:
-            return session.run(names, {**run_feed, **self._feed_weights()})
+            return session.run(names, {**run_feed, **weights})
         except Exception as exc:  # noqa: BLE001 - a shape error on this feed, reported in one line
             raise WorkbenchError(_run_failure(self.model.name, self.index, exc)) from None
 
@@ -114,18 +111,15 @@ class EmulatingEngine:
     def _lifted_inputs(self) -> set[str]:
         return {name for name in self.index.input_names if self.index.elem_types.get(name) in LOW_TYPES}
 
-    def _whole(self):
-        if self._session is None:
-            lifted, weights = lift_model(self.model, self.index, capture=True)
-            self._weights = weights
-            self._names = [o.name for o in lifted.graph.output]
-            self._session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
-        return self._session, self._names, self._weights
-
-    def _feed_weights(self) -> dict[str, np.ndarray]:
-        if self._weights is None:
-            self._weights = lift_model(self.model, self.index, capture=False)[1]
-        return self._weights
+    def _whole(self, capture: bool):
+        """The lifted session. Capturing (once per diagnosis) feeds FP16 weights as stored; the outputs
+        session runs once per input of a sweep, so it holds FP32 copies instead of casting every weight
+        in every run."""
+        if capture not in self._sessions:
+            lifted, weights = lift_model(self.model, self.index, capture=capture, fp16_weights_as_stored=capture)
+            session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
+            self._sessions[capture] = (session, [o.name for o in lifted.graph.output], weights)
+        return self._sessions[capture]
 
 
 class LiftedNodeRunner(NodeRunner):
@@ -165,10 +159,13 @@ class LiftedNodeRunner(NodeRunner):
         return model
 
 
-def lift_model(model: Model, index: GraphIndex, capture: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def lift_model(model: Model, index: GraphIndex, capture: bool,
+               fp16_weights_as_stored: bool = True) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The lifted model, and the weights to feed it (large ones are inputs, not serialised).
 
     `capture`: mark every tensor as an output, under the candidate's own names.
+    `fp16_weights_as_stored`: feed large FP16 weights as they are and cast them in the graph (no FP32
+    copy held; each run casts them again), else feed FP32 copies.
     """
     graph = index.graph
     lifted_graph = _lift_graph(graph, index.elem_types, index.opset_imports, round_inputs=[], initializers=False)
@@ -177,7 +174,7 @@ def lift_model(model: Model, index: GraphIndex, capture: bool) -> tuple[onnx.Mod
         elements = int(np.prod(tensor.dims))
         if elements > _FEED_ELEMENTS or tensor.data_location == TensorProto.EXTERNAL:
             array = index.initializer_array(tensor.name)
-            if tensor.data_type == TensorProto.FLOAT16 and tensor.name not in declared:
+            if fp16_weights_as_stored and tensor.data_type == TensorProto.FLOAT16 and tensor.name not in declared:
                 # Fed as stored and cast to FP32 inside the run: no FP32 copy of every weight is held
                 # (BERT-base: 415 MB and 0.3 s less), and each Cast's output is freed after its reader.
                 weights[tensor.name + _WEIGHT] = np.ascontiguousarray(array)
