@@ -46,8 +46,10 @@ class EmulatingEngine:
 
     name = "emulate"
 
-    def __init__(self, model: Model, index: GraphIndex | None = None, providers=("CPUExecutionProvider",)):
+    def __init__(self, model: Model, index: GraphIndex | None = None, providers=("CPUExecutionProvider",),
+                 intra_op_threads: int = 0):
         self.model = model
+        self.intra_op_threads = intra_op_threads  # of its whole-graph sessions; 0: a thread per core
         self.index = index or GraphIndex.of(model)
         self.providers = tuple(providers)
         # capture (every tensor marked) or not -> (session, its output names, the weights it is fed)
@@ -117,7 +119,8 @@ class EmulatingEngine:
         in every run."""
         if capture not in self._sessions:
             lifted, weights = lift_model(self.model, self.index, capture=capture, fp16_weights_as_stored=capture)
-            session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name)
+            session = build_session(lifted.SerializeToString(), self.providers, optimize=False, what=self.model.name,
+                                    intra_op_threads=self.intra_op_threads)
             self._sessions[capture] = (session, [o.name for o in lifted.graph.output], weights)
         return self._sessions[capture]
 

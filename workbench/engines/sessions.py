@@ -13,9 +13,11 @@ from workbench.errors import WorkbenchError
 ort.set_default_logger_severity(4)
 
 
-def session_options(optimize: bool = True) -> ort.SessionOptions:
+def session_options(optimize: bool = True, intra_op_threads: int = 0) -> ort.SessionOptions:
+    """`intra_op_threads` 0: ONNX Runtime's default, a thread per core (a sweep's N workers ask for fewer)."""
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.intra_op_num_threads = intra_op_threads
     # Each session has its own thread pool, whose threads spin after every run by default.
     # A diagnosis holds about a hundred sessions: spinning made a 0.06 s diagnosis take 1.7-4 s.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -31,9 +33,10 @@ def failure_detail(exc: Exception) -> str:
     return text.splitlines()[-1][:300] if text else type(exc).__name__
 
 
-def build_session(model_bytes: bytes, providers, optimize: bool = True, what: str = "the model") -> ort.InferenceSession:
+def build_session(model_bytes: bytes, providers, optimize: bool = True, what: str = "the model",
+                  intra_op_threads: int = 0) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model_bytes, session_options(optimize), providers=list(providers))
+        return ort.InferenceSession(model_bytes, session_options(optimize, intra_op_threads), providers=list(providers))
     except Exception as exc:  # ORT reports unsupported ops, bad graphs and its optimizer's faults this way
         detail = failure_detail(exc)
         training = re.search(r"(ai\.onnx\.preview\.training:\w+)", detail)

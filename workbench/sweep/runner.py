@@ -19,7 +19,7 @@ from workbench.errors import WorkbenchError
 from workbench.model import Model
 
 Feed = dict[str, np.ndarray]
-_SESSIONS: "OrderedDict[int, tuple[Model, object]]" = OrderedDict()
+_SESSIONS: "OrderedDict[int, tuple[Model, object]]" = OrderedDict()  # id(model) -> (model, feed -> outputs)
 _MAX_SESSIONS = 4  # two models per sweep; a notebook that sweeps twice keeps both pairs
 _THREADS = {"intra_op": 0}  # 0: ONNX Runtime's default (all cores); workers set 1 each
 
@@ -32,36 +32,33 @@ def set_threads(intra_op: int) -> None:
 
 def run_outputs(model: Model, feed: Feed) -> dict[str, np.ndarray]:
     """Every graph output of `model` on `feed` (arrays as the model returns them: float32, float16, ...)."""
-    if _is_low_precision(model):
-        return _emulating(model).outputs(feed)
-    session = _session(model)
-    names = [o.name for o in model.graph.output]
-    return dict(zip(names, session.run(names, feed)))
-
-
-def _is_low_precision(model: Model) -> bool:
-    from workbench.graph import GraphIndex
-    from workbench.precision import LOW_TYPES
-
-    return any(t in LOW_TYPES for t in GraphIndex.of(model).elem_types.values())
-
-
-def _emulating(model: Model):
-    key = ("emulate", id(model))
-    if key not in _SESSIONS:
-        from workbench.engines.emulate import EmulatingEngine
-
-        _SESSIONS[key] = (model, EmulatingEngine(model))
-        while len(_SESSIONS) > _MAX_SESSIONS:
-            _SESSIONS.popitem(last=False)
-    return _SESSIONS[key][1]
-
-
-def _session(model: Model):
     key = id(model)
     if key in _SESSIONS:
         _SESSIONS.move_to_end(key)
-        return _SESSIONS[key][1]
+    else:
+        _SESSIONS[key] = (model, _whole_model_run(model))  # the model is held so its id is not reused
+        while len(_SESSIONS) > _MAX_SESSIONS:
+            _SESSIONS.popitem(last=False)
+    return _SESSIONS[key][1](feed)
+
+
+def _whole_model_run(model: Model):
+    """`feed -> outputs` for `model`: the engine chosen and its session built once per model, not per input
+    (telling a low-precision model needs onnx's shape inference over the whole graph)."""
+    from workbench.graph import GraphIndex
+    from workbench.precision import LOW_TYPES
+
+    index = GraphIndex.of(model)
+    if any(t in LOW_TYPES for t in index.elem_types.values()):
+        from workbench.engines.emulate import EmulatingEngine
+
+        return EmulatingEngine(model, index, intra_op_threads=_THREADS["intra_op"]).outputs
+    session = _session(model)
+    names = [o.name for o in model.graph.output]
+    return lambda feed: dict(zip(names, session.run(names, feed)))
+
+
+def _session(model: Model):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -70,11 +67,7 @@ def _session(model: Model):
     options.inter_op_num_threads = 1
     # A spinning pool burns the cores another worker's session needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
-    _SESSIONS[key] = (model, session)  # the model is held so its id is not reused
-    while len(_SESSIONS) > _MAX_SESSIONS:
-        _SESSIONS.popitem(last=False)
-    return session
+    return onnxruntime.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
