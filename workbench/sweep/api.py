@@ -65,11 +65,13 @@ def sweep(model, candidate=None, inputs=None, options: SweepOptions | None = Non
             raise
         run_seconds = time.perf_counter() - run_start  # workers' start-up included, diagnoses not
         ordered = [records[i] for i in order]
+        diagnose_start = time.perf_counter()
         diagnoses = _diagnoses(ordered, reference, candidate_model, source, store, options)
+        diagnose_seconds = time.perf_counter() - diagnose_start
     finally:
         store.close()
     seconds = time.perf_counter() - start
-    stats = {"seconds": seconds, "run_seconds": run_seconds, "computed": len(pending), "reused": len(finished),
+    stats = {"seconds": seconds, "run_seconds": run_seconds, "diagnose_seconds": diagnose_seconds, "computed": len(pending), "reused": len(finished),
              "inputs_per_second": len(pending) / run_seconds if pending else 0.0,
              "backend": _backend_name(options, len(pending))}
     return SweepResult(reference, candidate_model, source, tuple(ordered), tuple(skipped), groups.group_roots(ordered, diagnoses),

@@ -20,7 +20,7 @@ class SweepResult:
     diagnoses: dict[str, dict]  # input id -> Diagnosis.to_dict() of the inputs diagnosed
     tolerance: float  # relative L2 allowed per output
     work_file: Path | None
-    stats: dict  # seconds, inputs_per_second, computed (this run), reused (from the work folder), workers, backend
+    stats: dict  # seconds (all in), run_seconds (the per-input phase), diagnose_seconds, inputs_per_second, computed (this run), reused (from the work folder), backend
     diagnose_options: Any = field(repr=False, default=None)
 
     @property
