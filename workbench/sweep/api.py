@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -55,19 +56,26 @@ def sweep(model, candidate=None, inputs=None, options: SweepOptions | None = Non
     try:
         order, finished, pending, skipped = _plan(source, index, reference.name, store.finished())
         records = dict(finished)
-        backend = _run(options, reference, candidate_model, reference_bytes, candidate_bytes, check, pending)
         run_start = time.perf_counter()
+        pool = _pool(options, reference, candidate_model, reference_bytes, candidate_bytes, check, len(pending))
         try:
-            _collect(backend, records, store, total=len(order), progress=options.progress)
-        except KeyboardInterrupt:
-            tqdm.write(f"sweep interrupted: {len(records)} of {len(order)} inputs are kept in {store.results}; "
-                       "sweep again with the same work folder to resume.", file=sys.stderr)
-            raise
-        run_seconds = time.perf_counter() - run_start  # workers' start-up included, diagnoses not
-        ordered = [records[i] for i in order]
-        diagnose_start = time.perf_counter()
-        diagnoses = _diagnoses(ordered, reference, candidate_model, source, store, options)
-        diagnose_seconds = time.perf_counter() - diagnose_start
+            backend = pool.records(pending) if pool else _run(options, reference, candidate_model, reference_bytes,
+                                                               candidate_bytes, check, pending)
+            try:
+                _collect(backend, records, store, total=len(order), progress=options.progress)
+            except KeyboardInterrupt:
+                tqdm.write(f"sweep interrupted: {len(records)} of {len(order)} inputs are kept in {store.results}; "
+                           "sweep again with the same work folder to resume.", file=sys.stderr)
+                raise
+            run_seconds = time.perf_counter() - run_start  # workers' start-up included, diagnoses not
+            ordered = [records[i] for i in order]
+            diagnose_start = time.perf_counter()
+            run_diagnoses = pool.diagnoses if pool else functools.partial(local.diagnose_here, reference, candidate_model)
+            diagnoses = _diagnoses(ordered, source, store, options, run_diagnoses)
+            diagnose_seconds = time.perf_counter() - diagnose_start
+        finally:
+            if pool:
+                pool.close()
     finally:
         store.close()
     seconds = time.perf_counter() - start
@@ -148,6 +156,14 @@ def _backend_name(options: SweepOptions, pending: int) -> str:
     return "this process" if workers == 1 else f"{workers} processes"
 
 
+def _pool(options, reference, candidate, reference_bytes, candidate_bytes, check, pending: int):
+    """Local worker processes for the inputs and then the diagnoses, or None: this process, or Ray, runs them."""
+    workers = _workers(options, pending)
+    if options.ray or workers == 1:
+        return None
+    return local.ProcessPool(reference_bytes, candidate_bytes, check, workers, names=(reference.name, candidate.name))
+
+
 def _run(options, reference, candidate, reference_bytes, candidate_bytes, check, pending):
     if not pending:
         return iter(())
@@ -156,10 +172,7 @@ def _run(options, reference, candidate, reference_bytes, candidate_bytes, check,
 
         ray_backend.ray_module()  # fails now, in one line, when Ray is missing
         return ray_backend.on_ray(options.ray, reference_bytes, candidate_bytes, check, pending, options.workers)
-    workers = _workers(options, len(pending))
-    if workers == 1:
-        return local.in_process(reference, candidate, check, pending)
-    return local.in_processes(reference_bytes, candidate_bytes, check, pending, workers)
+    return local.in_process(reference, candidate, check, pending)
 
 
 def _collect(backend, records: dict, store: ResultStore, total: int, progress: bool) -> None:
@@ -186,20 +199,22 @@ def _diagnose_options(options: SweepOptions):
     return DiagnoseOptions(tolerance=options.tolerance)
 
 
-def _diagnoses(records, reference, candidate, source, store: ResultStore, options: SweepOptions) -> dict[str, dict]:
-    """input id -> Diagnosis.to_dict() for the inputs chosen; those diagnosed before are read from the work folder."""
-    from workbench.diagnose import diagnose
-
+def _diagnoses(records, source, store: ResultStore, options: SweepOptions, run) -> dict[str, dict]:
+    """input id -> Diagnosis.to_dict() for the inputs chosen, in their order; those diagnosed before are read
+    from the work folder. `run(jobs, options)`: (input id, diagnosis) of each (input id, feed) of `jobs`."""
     chosen = groups.to_diagnose(records, options.top)
     by_id = {r["id"]: r for r in records}
     done = store.finished_diagnoses()
     result = {}
-    for input_id in tqdm(chosen, desc="diagnose", unit="input", disable=not options.progress or not chosen):
+    for input_id in chosen:
         key = record_key(by_id[input_id])
         if key in done:
             result[input_id] = {k: v for k, v in done[key].items() if k != "key"}
-            continue
-        report = diagnose(reference, candidate, inputs=source.feed(input_id), options=_diagnose_options(options))
-        result[input_id] = report.to_dict()
-        store.add_diagnosis(key, result[input_id])
-    return result
+    jobs = ((i, source.feed(i)) for i in chosen if i not in result)
+    with tqdm(total=len(chosen), initial=len(result), desc="diagnose", unit="input",
+              disable=not options.progress or not chosen) as bar:
+        for input_id, diagnosis in run(jobs, _diagnose_options(options)):
+            result[input_id] = diagnosis
+            store.add_diagnosis(record_key(by_id[input_id]), diagnosis)
+            bar.update(1)
+    return {input_id: result[input_id] for input_id in chosen}

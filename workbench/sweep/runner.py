@@ -165,10 +165,13 @@ def _finite(value: float) -> float | None:
 _WORKER: dict = {}
 
 
-def init_worker(reference: "bytes | str", candidate: "bytes | str", check: Check, threads: int) -> None:
-    """Load both models once per worker process (spawned, or a Ray actor): serialized bytes, or a file's path."""
+def init_worker(reference: "bytes | str", candidate: "bytes | str", check: Check, threads: int,
+                names: tuple[str, str] = ("reference", "candidate")) -> None:
+    """Load both models once per worker process (spawned, or a Ray actor): serialized bytes, or a file's path.
+
+    `names`: the models' names, as the sweep's own process has them (a diagnosis made here names them)."""
     reference, candidate = (_read(m) if isinstance(m, str) else m for m in (reference, candidate))
-    _WORKER.update(models_from_bytes(reference, candidate), check=check)
+    _WORKER.update(models_from_bytes(reference, candidate, names), check=check)
     set_threads(threads)
 
 
@@ -176,15 +179,23 @@ def worker_evaluate(input_id: str, feed: Feed) -> dict:
     return evaluate(_WORKER["reference"], _WORKER["candidate"], input_id, feed, _WORKER["check"])
 
 
+def worker_diagnose(input_id: str, feed: Feed, options) -> tuple[str, dict]:
+    """The full diagnosis of one of the worst inputs, on the models this worker loaded at start."""
+    from workbench.diagnose import diagnose
+
+    return input_id, diagnose(_WORKER["reference"], _WORKER["candidate"], inputs=feed, options=options).to_dict()
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
 
 
-def models_from_bytes(reference_bytes: bytes, candidate_bytes: bytes) -> dict:
+def models_from_bytes(reference_bytes: bytes, candidate_bytes: bytes,
+                      names: tuple[str, str] = ("reference", "candidate")) -> dict:
     import onnx
 
     from workbench.model import load_model
 
-    return {"reference": load_model(onnx.load_from_string(reference_bytes), name="reference"),
-            "candidate": load_model(onnx.load_from_string(candidate_bytes), name="candidate")}
+    return {"reference": load_model(onnx.load_from_string(reference_bytes), name=names[0]),
+            "candidate": load_model(onnx.load_from_string(candidate_bytes), name=names[1])}
