@@ -17,10 +17,8 @@ Each sweep starts from an empty work folder, so nothing is reused.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -56,33 +54,16 @@ for feed in feeds:
 """
 
 
-def stdlib_sentences() -> list[str]:
-    """Real English sentences, offline: the docstrings of standard-library modules (notebook 06 does the same)."""
-    texts = []
-    for name in ["argparse", "json", "pathlib", "collections", "functools", "itertools", "logging", "unittest",
-                 "subprocess", "threading", "typing", "dataclasses", "contextlib", "textwrap", "zipfile", "csv",
-                 "sqlite3", "decimal", "fractions", "statistics", "random", "datetime", "calendar", "shutil",
-                 "tempfile", "pickle", "email", "http", "urllib", "xml", "asyncio", "inspect", "ast", "enum"]:
-        module = importlib.import_module(name)
-        docs = [module.__doc__] + [getattr(v, "__doc__", None) for k, v in vars(module).items() if not k.startswith("_")]
-        texts += [d for d in docs if isinstance(d, str)]
-    found = []
-    for text in texts:
-        for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
-            if 6 <= len(s.split()) <= 40 and s[0].isupper() and s.endswith(".") and not re.search(r"[`<>{}|=#*\[\]]|\.\.\.", s):
-                found.append(s)
-    return list(dict.fromkeys(found))
-
-
 def write_feeds() -> tuple[int, int, int]:
     """The folder of feeds: (batches, batches with a padded row, long batches)."""
     from transformers import AutoTokenizer
 
     from sample_models import build
+    from sample_models.sentences import prose_sentences
 
     tokenizer = AutoTokenizer.from_pretrained(build._minilm_dir())
     rng = random.Random(0)
-    pool = stdlib_sentences()
+    pool = prose_sentences()
     sentences = rng.sample(pool, min(SENTENCES, len(pool)))
     batches = []
     for start in range(0, len(sentences), 4):
