@@ -79,7 +79,8 @@ def sweep(model, candidate=None, inputs=None, options: SweepOptions | None = Non
     finally:
         store.close()
     seconds = time.perf_counter() - start
-    stats = {"seconds": seconds, "run_seconds": run_seconds, "diagnose_seconds": diagnose_seconds, "computed": len(pending), "reused": len(finished),
+    stats = {"seconds": seconds, "run_seconds": run_seconds, "diagnose_seconds": diagnose_seconds,
+             "computed": len(pending), "reused": len(finished),
              "inputs_per_second": len(pending) / run_seconds if pending else 0.0,
              "backend": _backend_name(options, len(pending))}
     return SweepResult(reference, candidate_model, source, tuple(ordered), tuple(skipped), groups.group_roots(ordered, diagnoses),
