@@ -53,21 +53,13 @@ def _whole_model_run(model: Model):
         from workbench.engines.emulate import EmulatingEngine
 
         return EmulatingEngine(model, index, intra_op_threads=_THREADS["intra_op"]).outputs
-    session = _session(model)
+    from workbench.engines.sessions import build_session
+
+    # The engines' own session options: quiet, threads that do not spin (they would take another worker's cores).
+    session = build_session(model.to_proto().SerializeToString(), ["CPUExecutionProvider"], what=model.name,
+                            intra_op_threads=_THREADS["intra_op"])
     names = [o.name for o in model.graph.output]
     return lambda feed: dict(zip(names, session.run(names, feed)))
-
-
-def _session(model: Model):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 4
-    options.intra_op_num_threads = _THREADS["intra_op"]
-    options.inter_op_num_threads = 1
-    # A spinning pool burns the cores another worker's session needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
