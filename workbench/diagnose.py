@@ -119,8 +119,7 @@ def outputs_on(diagnosis: Diagnosis, engine: str) -> dict[str, TensorDiff]:
     The same feed, tolerance and captured reference; one candidate pass, no node-level search.
     A WorkbenchError when that engine cannot run the candidate (ort-kernels on BF16 or FP8).
     """
-    options = replace(diagnosis.options, mode="runtime") if engine == "runtime" else replace(
-        diagnosis.options, mode="faithful", engine=engine)
+    options = replace(diagnosis.options, mode="faithful", engine=engine)
     search = _Search(diagnosis.reference, diagnosis.candidate, options, diagnosis.candidate_given, reuse=diagnosis)
     search.ref_values = diagnosis.reference_values
     feed = check_feed(search.cand_index, diagnosis.feed, diagnosis.candidate.name)

@@ -156,12 +156,13 @@ class Verification:
     def engines_line(self) -> str:
         """One line: each engine's verdict, and in words when they disagree."""
         line = "judged by " + "; ".join(entry.describe() for entry in self.verified_by.values())
-        return f"{line} -- {self.disagreement}" if self.disagreement else line
+        disagreement = self.disagreement
+        return f"{line} -- {disagreement}" if disagreement else line
 
     @property
     def budget_spent(self) -> bool:
         """Not fixed, and the automatic fix used its whole run budget (a larger one may find a fix)."""
-        return self.budget is not None and self.runs >= self.budget and not self.ok
+        return self.stopped == "budget spent"
 
     @property
     def clamped(self) -> tuple[str, ...]:
