@@ -11,8 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/sweep/models.p
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/inline_models.py
 
 import models  # noqa: E402
-
-PADDED = {0, 4, 8}  # the feeds of `feed_folder` with a fully padded row
+from models import PADDED  # noqa: E402
 
 
 @pytest.fixture

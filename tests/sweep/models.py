@@ -10,6 +10,7 @@ import numpy as np
 from inline_models import parse_model
 
 HIDDEN = 8
+PADDED = {0, 4, 8}  # the feeds of conftest's `feed_folder` with a fully padded row
 
 
 def masked_attention():

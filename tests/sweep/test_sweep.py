@@ -8,7 +8,7 @@ import pytest
 import workbench
 from workbench.sweep import store as sweep_store
 
-from conftest import PADDED
+from models import PADDED
 
 
 def test_sweep_finds_the_fully_padded_rows_and_groups_them(attention_path, feed_folder, tmp_path):

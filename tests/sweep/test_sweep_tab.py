@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 import workbench
 from workbench.ui.sweep_tab import SweepTab, SweepWorkbench, draw_error_histogram
 
-from conftest import PADDED
+from models import PADDED
 
 
 @pytest.fixture
