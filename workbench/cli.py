@@ -195,10 +195,12 @@ def _fix(args) -> int:
     from workbench.model import load_model
     from workbench.verify import apply_fixes
 
+    from workbench.save import check_output
+
     source, target = Path(args.model), Path(args.output)
-    if target.resolve() == source.resolve():
-        raise WorkbenchError(f"refusing to overwrite the input model {source}; choose another output path with -o.")
     model = load_model(source)
+    protected = [*model.source_files, *([Path(args.inputs)] if args.inputs else [])]
+    check_output([target], protected)  # before the diagnosis: a refused -o costs nothing
     requested = tuple(parse_fix(spec) for spec in args.fix)
     index = GraphIndex.of(model)
     for fix in requested:  # a bad request fails now, not after a diagnosis
@@ -211,7 +213,7 @@ def _fix(args) -> int:
         result = auto_fix(before, fixes=requested, progress=options.progress, budget=args.budget)
     if args.task:
         result = result.check_task(_task(args, result.after))
-    result.save(target)
+    result.save(target, protect=protected)
     if args.json:
         print(json.dumps({**result.to_dict(), "output_path": str(target)}, indent=2))
     else:
@@ -241,10 +243,13 @@ def _convert(args) -> int:
     from workbench.precision import precision
     from workbench.save import save_model
 
-    source, target = Path(args.model), Path(args.output)
-    model = load_model(source)
+    from workbench.save import check_output
+
+    target = Path(args.output)
+    model = load_model(args.model)
+    check_output([target], model.source_files)  # before converting: a refused -o costs nothing
     converted, stats = convert_to_fp16(model, _fp16_options(args))
-    save_model(converted, target, protect=[source])
+    save_model(converted, target)  # the converted model reads the source's files: protected too
     print(
         f"wrote {target}: {stats.converted_initializers} initializers to {precision(args.precision).label}, {stats.casts_inserted} Casts inserted, "
         f"{len(stats.kept_fp32)} nodes kept FP32, {len(stats.clamped)} constants clamped, in {stats.seconds:.2f} s"

@@ -80,7 +80,11 @@ def export(module, example_inputs: Feed, path=None, dynamic: bool = True, export
             raise WorkbenchError(f"torch.onnx.export ({exporter}) failed: {_first_line(exc)}") from None
     _clean(proto)
     if path is not None:
-        onnx.save(proto, str(path))
+        from workbench.save import check_output, write_atomically
+
+        path = Path(path)
+        check_output([path], ())
+        write_atomically(path, lambda folder: onnx.save(proto, str(folder / path.name)))
     return proto
 
 
@@ -651,10 +655,14 @@ def run_export_cli(args: argparse.Namespace) -> int:
     if dummy is None:
         raise WorkbenchError(f"--dummy '{args.dummy}' must be one BATCHxSEQUENCE shape.")
     shapes = parse_shapes(args.shapes)
+    from workbench.save import check_output
+
     target = Path(args.output)
     if target.suffix != ".onnx":
         raise WorkbenchError(f"-o {target}: give a path ending in .onnx.")
     module, output_name, vocab = transformers_module(args.model_dir)
+    source = Path(args.model_dir)  # its config, weights and tokenizer files are never written; an .onnx may be
+    check_output([target], [f for f in source.iterdir() if f.is_file() and f.suffix != ".onnx"])
     feed = token_feed(vocab, *dummy)
     proto = export(module, feed, target, exporter=args.exporter, output_names=[output_name])
     model = Model(proto=proto, name=Path(args.model_dir).name, origin=f"torch.onnx.export ({args.exporter})")

@@ -130,7 +130,7 @@ class _Spill:
         arrays = dict(model.arrays)
         for name, (offset, shape) in self.placed.items():
             arrays[name] = np.memmap(self.file.name, dtype=np.float16, mode="r", offset=offset, shape=shape)
-        spilled = Model(model.proto, model.name, model.origin, None, arrays, self.folder)
+        spilled = Model(model.proto, model.name, model.origin, None, arrays, self.folder, source_files=model.source_files)
         weakref.finalize(spilled, shutil.rmtree, self.folder, ignore_errors=True)
         return spilled
 

@@ -182,7 +182,10 @@ def _external_array(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:
         loaded.CopyFrom(tensor)
         load_external_data_for_tensor(loaded, str(data_dir))
         return numpy_helper.to_array(loaded)
-    return np.memmap(data_dir / info["location"], dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=shape)
+    from workbench.model import external_data_path
+
+    file = external_data_path(data_dir, info.get("location", ""), tensor.name)
+    return np.memmap(file, dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=shape)
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:

@@ -41,6 +41,8 @@ class Model:
     # The folder of the main graph's external-data files: those weights are memory-mapped when
     # read (workbench.graph), never loaded into the proto, so a 4 GB model is not held twice.
     data_dir: Path | None = None
+    # Every file the model was read from (the .onnx and its external data): never written to.
+    source_files: tuple[Path, ...] = ()
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -55,8 +57,9 @@ class Model:
         return full_proto(self)
 
     def with_proto(self, proto: onnx.ModelProto, origin: str, name: str | None = None, arrays: dict | None = None) -> "Model":
-        """A derived model; it keeps `data_dir`, since a copied proto still points to the same external data."""
-        return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {}, data_dir=self.data_dir)
+        """A derived model; it keeps `data_dir` and `source_files`, since a copied proto still points to the same external data."""
+        return Model(proto=proto, name=name or self.name, origin=origin, path=None, arrays=arrays or {}, data_dir=self.data_dir,
+                     source_files=self.source_files)
 
 
 def model_bytes(model: Model) -> int:
@@ -97,19 +100,20 @@ def load_model(source: "str | Path | onnx.ModelProto | Model", name: str | None 
     if isinstance(source, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-        path = None
+        path, files = None, set()
         default_name = source.graph.name or "model"
         _refuse_unloaded_external_data(proto)
     else:
         path = Path(source)
-        proto = _read_model_file(path)
+        proto, files = _read_model_file(path)
         default_name = path.stem
     _check_structure(proto, str(path) if path else "the model")
     name_nodes(proto.graph)
-    return Model(proto=proto, name=name or default_name, origin="file", path=path, data_dir=path.parent if path else None)
+    return Model(proto=proto, name=name or default_name, origin="file", path=path, data_dir=path.parent if path else None,
+                 source_files=tuple(sorted({path, *files})) if path else ())
 
 
-def _read_model_file(path: Path) -> onnx.ModelProto:
+def _read_model_file(path: Path) -> tuple[onnx.ModelProto, set[Path]]:
     if not path.exists():
         raise WorkbenchError(f"{path}: no such file; check the path to the .onnx model.")
     if path.is_dir():
@@ -125,16 +129,15 @@ def _read_model_file(path: Path) -> onnx.ModelProto:
         ) from None
     if not proto.HasField("graph"):
         raise WorkbenchError(f"{path} holds no ONNX graph; is it really an .onnx model file?")
-    _load_external_data(proto, path)
-    return proto
+    return proto, _load_external_data(proto, path)
 
 
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> set[Path]:
+    """Check every external-data reference, read subgraphs' weights in; returns the files the model reads."""
     from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
     tensors = [t for t in _all_initializers(proto.graph) if uses_external_data(t)]
-    for tensor in tensors:
-        _check_external_data(tensor, path)
+    files = {_check_external_data(tensor, path) for tensor in tensors}
     # Main-graph weights stay in their files (memory-mapped when read); If/Loop/Scan bodies are
     # converted and run as protos, so theirs are read in now.
     for node in proto.graph.node:
@@ -145,13 +148,16 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                         load_external_data_for_tensor(tensor, str(path.parent))
                     except (OSError, ValueError) as exc:
                         raise WorkbenchError(f"{path}: cannot read its external data ({exc}); re-save the model.") from None
+    return files
 
 
-def _check_external_data(tensor: onnx.TensorProto, path: Path) -> None:
-    """The file a tensor's external data names exists and is long enough for it."""
+def _check_external_data(tensor: onnx.TensorProto, path: Path) -> Path:
+    """The file a tensor's external data names: inside the model's folder, existing, long enough for it."""
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
-    data = path.parent / location
+    if location == path.name:  # the model file itself (workbench.wire describes its in-file weights so)
+        return path
+    data = external_data_path(path.parent, location, tensor.name, where=str(path))
     if not location or not data.is_file():
         raise WorkbenchError(
             f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
@@ -163,6 +169,24 @@ def _check_external_data(tensor: onnx.TensorProto, path: Path) -> None:
             f"{path}: external data file '{location}' ends before tensor '{tensor.name}' does "
             f"({data.stat().st_size} of {end} bytes); the file is truncated: copy it again."
         )
+    return data
+
+
+def external_data_path(folder: Path, location: str, tensor: str, where: str = "the model") -> Path:
+    """`folder / location`, refused unless it resolves (links followed) inside `folder`.
+
+    A model names its weights' file itself: `../../etc/passwd` or `/home/me/.ssh/id_rsa` would
+    otherwise be read as weights, and copied into every model the workbench writes. onnx.load
+    and ONNX Runtime refuse such models the same way.
+    """
+    base = folder.resolve()
+    target = (folder / location).resolve()
+    if Path(location).is_absolute() or not target.is_relative_to(base):
+        raise WorkbenchError(
+            f"{where}: tensor '{tensor}' names external data '{location}', which is outside the model's folder "
+            f"{base}; external data must sit in the model's folder: re-save the model with its weights beside it."
+        )
+    return target
 
 
 def _refuse_unloaded_external_data(proto: onnx.ModelProto) -> None:

@@ -410,8 +410,7 @@ class Int8Verification:
 
         from workbench.save import save_model
 
-        protect = [p for p in (self.before.reference.path,) if p is not None]
-        return save_model(self.model, Path(path), protect=protect)
+        return save_model(self.model, Path(path), protect=self.before.reference.source_files)
 
     def to_dict(self) -> dict:
         after = self.after.to_dict()

@@ -61,8 +61,8 @@ def run_optimize(args: argparse.Namespace) -> int:
 
     if args.session_level and (args.float16 or args.opt_level):
         raise WorkbenchError("--session-level makes the variant with an ORT session; --float16 and --opt-level belong to the transformer optimizer, not both.")
-    _check_output(args)
     model = load_model(args.model)
+    _check_output(args, model)
     if args.session_level:
         fused = variants.session_optimized(model, args.session_level)
     else:
@@ -85,10 +85,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     from workbench.compare import Tolerance
     from workbench.model import load_model
 
-    _check_output(args)
     if args.max_exclude < 1:
         raise WorkbenchError(f"--max-exclude must be at least 1, not {args.max_exclude}.")
     model = load_model(args.model)
+    _check_output(args, model)
     report = quantized.analyze_int8(model, inputs=args.inputs, per_channel=args.per_channel, op_types=args.op_type or None,
                                     exclude=args.exclude, reduce_range=args.reduce_range, tolerance=Tolerance(rel_l2=args.tolerance))
     task = _task(args, report)
@@ -123,9 +123,16 @@ def _task(args, report):
     return task.SentenceEmbeddingTask(output=output) if args.task == "embedding" else task.MaskedLmTask(output=output)
 
 
-def _check_output(args) -> None:
-    if args.output and Path(args.output).resolve() == Path(args.model).resolve():
-        raise WorkbenchError(f"refusing to overwrite the input model {args.model}; choose another output path with -o.")
+def _check_output(args, model) -> None:
+    """Refuse an -o that is an input (the model, its weights, the feed) before any work is done."""
+    if args.output:
+        from workbench.save import check_output
+
+        check_output([Path(args.output)], [*model.source_files, *_feed_path(args)])
+
+
+def _feed_path(args) -> list[Path]:
+    return [Path(args.inputs)] if getattr(args, "inputs", None) else []
 
 
 def _save(variant, args, model) -> str | None:
@@ -133,5 +140,4 @@ def _save(variant, args, model) -> str | None:
         return None
     from workbench.save import save_model
 
-    protect = [model.path] if model.path is not None else []
-    return str(save_model(variant, Path(args.output), protect=protect))
+    return str(save_model(variant, Path(args.output), protect=[*model.source_files, *_feed_path(args)]))

@@ -182,10 +182,11 @@ class Verification:
         candidate = {o.name: self.after.candidate_values[o.name] for o in names if o.name in self.after.candidate_values}
         return replace(self, task=task.check(self.after.feed, reference, candidate))
 
-    def save(self, path: "str | Path") -> Path:
-        """Write the fixed model (weights beside it above 2 GB); never over the reference's file."""
-        protect = [p for p in (self.before.reference.path, self.before.candidate.path) if p is not None]
-        return save_model(self.model, Path(path), protect=protect)
+    def save(self, path: "str | Path", protect: Sequence[Path] = ()) -> Path:
+        """Write the fixed model (weights beside it above 2 GB); never over a file either model was read from,
+        nor over `protect` (the feed, say)."""
+        sources = [*self.before.reference.source_files, *self.before.candidate.source_files, *protect]
+        return save_model(self.model, Path(path), protect=sources)
 
     def to_dict(self) -> dict:
         """The JSON of `workbench fix --json`."""
