@@ -1,4 +1,4 @@
-"""Automatic fix (issue 3): `workbench.autofix.auto_fix` vs onnxconverter-common's `auto_convert_mixed_precision`.
+"""Automatic fix (issue 3): `workbench.fixes.search.auto_fix` vs onnxconverter-common's `auto_convert_mixed_precision`.
 
     .venv/bin/python bench/autofix.py                  # every case; writes bench/work/autofix.json and
                                                        # bench/work/autofix.md (the RESULTS.md section), prints it
@@ -175,8 +175,8 @@ LOAD_FAILED = object()  # what the acmp-loadfail wrapper returns for a candidate
 
 def faithful_values(model, input_feed, output_names=None, sess_options=None):
     """Drop-in for amp.get_tensor_values_using_ort: the model's outputs from a node-by-node FP16-faithful replay."""
-    from workbench.graph import GraphIndex
     from workbench.engines.node_by_node import NodeRunner, replay
+    from workbench.ir.graph import GraphIndex
 
     index = GraphIndex(model.graph, list(model.opset_import))
     key = (model.ir_version, tuple((o.domain, o.version) for o in model.opset_import))
@@ -270,9 +270,9 @@ def tool_acmp(proto, feed: dict, loadfail: bool, faithful: bool = False) -> dict
 
 def tool_workbench(proto, feed: dict) -> dict:
     try:
-        from workbench.autofix import auto_fix
+        from workbench.fixes.search import auto_fix
     except ImportError as exc:
-        return {"available": False, "error": f"workbench.autofix not available yet ({error_text(exc)})"}
+        return {"available": False, "error": f"workbench.fixes.search not available yet ({error_text(exc)})"}
     start = time.perf_counter()
     try:
         result = auto_fix(proto, inputs=feed, second_engine=False)  # the search alone is timed against the other tools

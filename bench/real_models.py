@@ -103,7 +103,7 @@ def _case(name: str):
 
 
 def harness_target(fix) -> str:
-    from workbench.verify import _target
+    from workbench.fixes.verify import _target
 
     return _target(fix)
 
@@ -119,7 +119,7 @@ def _root(diagnosis) -> str:
 def _faithful_verdicts(model, final, feed) -> dict:
     """What the workbench's faithful FP16 replay, then ONNX Runtime's FP16 kernels, say of another tool's final model."""
     import workbench
-    from workbench.verify import second_opinion
+    from workbench.fixes.verify import second_opinion
 
     try:
         diagnosis = workbench.diagnose(model.path, candidate=final, inputs=feed)

@@ -198,7 +198,7 @@ def autofix_section(fix: dict) -> str:
               "runtime view: ORT CPU, worst rel-L2", "faithful FP16 view (workbench)"]
     cases = ", ".join(f"`{c}` ({e['about']}, {e['model']})" for c, e in fix["cases"].items())
     return "\n".join([
-        "## d. Automatic fix: `workbench.autofix.auto_fix` vs onnxconverter-common `auto_convert_mixed_precision`",
+        "## d. Automatic fix: `workbench.fixes.search.auto_fix` vs onnxconverter-common `auto_convert_mixed_precision`",
         f"Cases: {cases}. Each tool gets the same loaded FP32 model and feed; `keep_io_types=True`. "
         f"Validated means what each tool itself accepted: every output finite and relative L2 <= {fix['rtol']:g} "
         "against FP32 (auto_convert_mixed_precision's `validate_fn`; the workbench's own tolerance).",

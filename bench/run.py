@@ -20,9 +20,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import autofix  # noqa: E402  (d. automatic fix, issue 3)
-import scale  # noqa: E402  (e. memory and time against model size, issue 6)
 import model as bench_model  # noqa: E402
 import report  # noqa: E402
+import scale  # noqa: E402  (e. memory and time against model size, issue 6)
 from measure import Run, checked, machine, measure, versions  # noqa: E402
 
 WORK = HERE / "work"

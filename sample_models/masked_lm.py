@@ -1,4 +1,4 @@
-"""A tiny BertForMaskedLM with the legacy mask, for the masked-LM task check (`workbench.task.MaskedLmTask`).
+"""A tiny BertForMaskedLM with the legacy mask, for the masked-LM task check (`workbench.task.checks.MaskedLmTask`).
 
     python sample_models/masked_lm.py        # writes sample_models/masked_lm_bert.onnx and .npz
 

@@ -4,7 +4,7 @@ import numpy as np
 from inline_models import parse_model
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench.model import load_model
+from workbench.io.model import load_model
 
 FMIN = float(np.finfo(np.float32).min)
 BN_VARIANCE = 9.79e7  # the running variance of the paddle2onnx text detector's first BatchNormalization

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 import workbench
-from workbench.autofix import auto_fix
-from workbench.fixes import Fix, KeepFp32, KeepOpType, MaskConstant
+from workbench.fixes.catalogue import Fix, KeepFp32, KeepOpType, MaskConstant
+from workbench.fixes.search import auto_fix
 
 # sample -> (nodes left in FP32, constants changed)
 EXPECTED = {
@@ -133,7 +133,7 @@ def test_the_default_engine_is_ort_kernels_then_emulate_checks(sample):
 
 
 def test_bf16_has_no_second_engine_and_says_why_in_one_line(sample):
-    from workbench.fp16 import Fp16Options
+    from workbench.convert.low_precision import Fp16Options
 
     path, feed = sample("clean_mlp")
     result = auto_fix(path, inputs=feed, fp16=Fp16Options(precision="bf16"))
@@ -144,7 +144,7 @@ def test_bf16_has_no_second_engine_and_says_why_in_one_line(sample):
 
 
 def test_engines_that_disagree_say_so_in_words(sample):
-    from workbench.verify import EngineVerdict
+    from workbench.fixes.verify import EngineVerdict
 
     path, feed = sample("legacy_mask_bert")
     result = auto_fix(path, inputs=feed, second_engine=False)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from inline_models import parse_model
 from onnx import TensorProto, helper
 
-from inline_models import parse_model
 from workbench.cli import main
-from workbench.model import MAX_SUPPORTED_OPSET, file_digest
+from workbench.io.model import MAX_SUPPORTED_OPSET, file_digest
 
 EXP = "g (float[2,4] x) => (float[2,4] y) { a = Exp(x) y = Add(a, x) }"
 GOOD_FEED = {"x": np.ones((2, 4), np.float32)}

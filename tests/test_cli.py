@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.model import file_digest
+from workbench.io.model import file_digest
 
 SCRIPT = str(Path(sys.executable).with_name("workbench"))
 
@@ -133,10 +133,10 @@ def test_fix_exits_4_when_the_fixes_given_do_not_verify_and_says_so(sample, tmp_
 @pytest.fixture
 def masked_then_exp(tmp_path):
     """The in-memory fault model that needs a grown region (five attempts), as files for the CLI."""
+    import fp16_fault_models as faults
     import onnx
 
-    import fp16_fault_models as faults
-    from workbench.model import full_proto
+    from workbench.io.model import full_proto
 
     onnx.save(full_proto(faults.masked_then_exp()), str(tmp_path / "m.onnx"))
     np.savez(tmp_path / "m.npz", **faults.masked_then_exp_feed())

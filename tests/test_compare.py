@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
-
 from inline_models import parse_model
-from workbench.compare import Tolerance, align, tensor_diff, verdict
-from workbench.fp16 import convert_to_fp16
-from workbench.graph import GraphIndex
-from workbench.model import load_model
+
+from workbench.compare.align import align
+from workbench.compare.diff import Tolerance, tensor_diff, verdict
+from workbench.convert.low_precision import convert_to_fp16
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex
 
 
 def test_fp16_rounding_is_within_tolerance(rng):
@@ -71,9 +72,8 @@ def test_huge_finite_values_are_compared_without_overflowing_the_squares():
 
 # ---------------------------------------------------------------- slices judged against their own scale
 
-from workbench.compare import SliceAxis, slice_axes  # noqa: E402
-
 import workbench  # noqa: E402
+from workbench.compare.slices import SliceAxis, slice_axes  # noqa: E402
 
 
 def test_a_zeroed_concat_part_beside_a_huge_one_fails_only_when_judged_per_part():
@@ -184,8 +184,8 @@ def test_a_batch_with_a_broken_small_row_beside_a_large_row_gives_a_root(rng):
 
 
 def test_slices_are_named_as_a_user_reads_them():
-    from workbench.compare import WorstSlice
-    from workbench.explain import name_slice
+    from workbench.compare.slices import WorstSlice
+    from workbench.diagnosis.explain import name_slice
 
     assert name_slice("y", WorstSlice(0, 4, 8, 1.0)) == "rows 4–7 of `y`"
     assert name_slice("y", WorstSlice(1, 4, 8, 1.0, "join", "b", 1), rank=2) == \

@@ -6,9 +6,9 @@ shows here. An "internal" outcome is a bug in the workbench: its detail names th
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from bench import corpus
 

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from inline_models import parse_model
 
 import workbench
-from inline_models import parse_model
-from workbench.model import file_digest
+from workbench.io.model import file_digest
 
 
 def diagnose_sample(sample, name, **options):

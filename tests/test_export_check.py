@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench import export_check as ec
 from workbench.errors import WorkbenchError
+from workbench.variants import export_check as ec
 
 torch = pytest.importorskip("torch")
 
@@ -199,6 +199,6 @@ def test_cli_export_of_minilm(capsys, tmp_path):
 
 
 def test_the_module_imports_without_torch():
-    code = "import sys, workbench.export_check, workbench.speed; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, workbench.variants.export_check, workbench.variants.speed; print('torch' in sys.modules, 'transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False False"

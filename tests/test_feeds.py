@@ -1,12 +1,12 @@
 import numpy as np
 import onnx
 import pytest
-
 from inline_models import parse_model
+
 from workbench.errors import WorkbenchError
-from workbench.feeds import check_feed, embedding_rows, generate_feed, load_feed
-from workbench.graph import GraphIndex
-from workbench.model import load_model
+from workbench.io.feeds import check_feed, embedding_rows, generate_feed, load_feed
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex
 
 EMBED = """
 g (int64[batch, sequence] input_ids, int64[batch, sequence] attention_mask) => (float[batch, sequence, 4] y) {
@@ -120,8 +120,8 @@ def test_minus_one_and_zero_dims_are_dynamic():
 
 import onnxruntime as ort  # noqa: E402
 
-from workbench import feeds  # noqa: E402
-from workbench.feeds import describe_generated, image_layout  # noqa: E402
+from workbench.io import feeds  # noqa: E402
+from workbench.io.feeds import describe_generated, image_layout  # noqa: E402
 
 IMAGENET_255 = dict(mean=np.array([123.7, 116.3, 103.5], np.float32).reshape(1, 3, 1, 1),
                     std=np.array([58.4, 57.1, 57.4], np.float32).reshape(1, 3, 1, 1))

@@ -6,12 +6,25 @@ import onnxruntime as ort
 import pytest
 from inline_models import parse_model
 
-from workbench import explain, fixes
+from workbench.diagnosis import explain
 from workbench.errors import WorkbenchError
-from workbench.fixes import (ClampConstants, FoldIntoWeights, KeepBetween, KeepFp32, KeepOpType, MaskConstant, MaskToWhere,
-                             RaiseEps, apply, overflow_region, parse_fix, stored_loss)
-from workbench.graph import GraphIndex
-from workbench.model import load_model
+from workbench.fixes import catalogue as fixes
+from workbench.fixes.catalogue import (
+    ClampConstants,
+    FoldIntoWeights,
+    KeepBetween,
+    KeepFp32,
+    KeepOpType,
+    MaskConstant,
+    MaskToWhere,
+    RaiseEps,
+    apply,
+    overflow_region,
+    parse_fix,
+    stored_loss,
+)
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex
 
 FMIN = float(np.finfo(np.float32).min)
 
@@ -198,7 +211,7 @@ def test_proposals_by_kind_without_a_mask():
 import fp16_fault_models as faults  # noqa: E402
 
 import workbench  # noqa: E402
-from workbench.fp16 import convert_to_fp16, Fp16Options  # noqa: E402
+from workbench.convert.low_precision import Fp16Options, convert_to_fp16  # noqa: E402
 
 
 def test_a_node_kept_in_fp32_reads_its_constant_weights_in_fp32():

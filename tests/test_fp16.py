@@ -2,13 +2,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from inline_models import parse_model
 from onnx import TensorProto, numpy_helper
 
 import workbench
-from inline_models import parse_model
+from workbench.convert.low_precision import Fp16Options, convert_to_fp16
 from workbench.errors import WorkbenchError
-from workbench.fp16 import Fp16Options, convert_to_fp16
-from workbench.model import load_model
+from workbench.io.model import load_model
 
 MASK = """
 g (float[N, 8] mask) => (float[N, 8] y) {
@@ -181,7 +181,7 @@ def test_an_untyped_input_is_a_clear_error_not_a_silent_no_op():
 
 
 def test_weights_cast_through_ort_match_numpy_bit_for_bit():
-    from workbench.fp16 import cast_to_fp16
+    from workbench.convert.low_precision import cast_to_fp16
 
     rng = np.random.default_rng(0)
     specials = np.array([65504, 65519, 65520, 1e6, -3.4028235e38, np.inf, -np.inf, np.nan, 6e-8, 2.9e-8, 3e-8,
@@ -200,9 +200,9 @@ def test_large_conversions_keep_their_fp16_weights_in_a_work_file_not_twice_in_m
 
     import onnxruntime as ort
 
-    from workbench import fp16
-    from workbench.graph import GraphIndex
-    from workbench.model import full_proto, load_model
+    from workbench.convert import low_precision as fp16
+    from workbench.io.model import full_proto, load_model
+    from workbench.ir.graph import GraphIndex
 
     monkeypatch.setattr(fp16, "SPILL_BYTES", 0)  # this tiny model counts as large
     weights = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)

@@ -1,9 +1,9 @@
-from inline_models import parse_model
-from workbench.graph import GraphIndex, topological_order
-from workbench.model import load_model
-
 import numpy as np
+from inline_models import parse_model
 from onnx import TensorProto
+
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex, topological_order
 
 
 def index_of(text, **inits):
@@ -53,6 +53,7 @@ def test_subgraph_outer_scope_reads_count_as_consumers():
 def test_a_cycle_is_a_workbench_error():
     import pytest
     from onnx import helper
+
     from workbench.errors import WorkbenchError
 
     nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="relu")]
@@ -67,8 +68,8 @@ def test_prefetch_decodes_every_initializer_and_keeps_errors_for_the_reader(tmp_
 
     import onnx
 
-    from workbench.graph import GraphIndex
-    from workbench.model import load_model
+    from workbench.io.model import load_model
+    from workbench.ir.graph import GraphIndex
 
     weights = np.arange(6, dtype=np.float32).reshape(2, 3)
     proto = parse_model("g (float[3,2] x) => (float[3,3] y) { y = MatMul(x, w) }", w=weights)

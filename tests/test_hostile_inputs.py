@@ -11,10 +11,10 @@ import os
 import numpy as np
 import onnx
 import pytest
+from cli_in_process import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from cli_in_process import run_cli
-from workbench.model import file_digest
+from workbench.io.model import file_digest
 
 SECRET = b"not weights: a file of the user's that no model may read\n" * 64
 
@@ -151,8 +151,8 @@ def test_output_onto_a_folder_or_into_a_read_only_folder_is_one_line(tmp_path, c
 
 def test_an_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
     """The model is written beside the target and renamed: a write that dies leaves the old file as it was."""
-    from workbench import save
-    from workbench.model import load_model
+    from workbench.io import save
+    from workbench.io.model import load_model
 
     path = _external_weights_model(tmp_path)
     target = tmp_path / "out.onnx"

@@ -32,7 +32,7 @@ def test_legacy_export_root_is_the_mask_mul(minilm):
 
 @pytest.mark.slow
 def test_legacy_export_fixed_gives_the_same_embeddings_and_ranking(minilm):
-    from workbench.task import SentenceEmbeddingTask
+    from workbench.task.checks import SentenceEmbeddingTask
 
     export, feed = minilm
     result = workbench.auto_fix(export("legacy"), inputs=feed).check_task(SentenceEmbeddingTask())

@@ -1,11 +1,11 @@
 import numpy as np
 import onnx
 import pytest
-
 from inline_models import parse_model
+
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
-from workbench.model import file_digest, full_proto, load_model
+from workbench.io.model import file_digest, full_proto, load_model
+from workbench.ir.graph import GraphIndex
 
 ADD = """
 g (float[N] x) => (float[N] y) {

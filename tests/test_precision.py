@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from inline_models import parse_model
 
 import workbench
-from inline_models import parse_model
 from workbench.errors import WorkbenchError
-from workbench.fixes import parse_fix
-from workbench.precision import PRECISIONS, precision
+from workbench.fixes.catalogue import parse_fix
+from workbench.formats import PRECISIONS, precision
 
 
 def test_rounding_in_each_format():

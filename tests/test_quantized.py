@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_in_process import run_cli
 
 import workbench
-from workbench import quantized
-from workbench.compare import Tolerance
+from workbench.compare.diff import Tolerance
 from workbench.errors import WorkbenchError
-from workbench.model import file_digest
-
-from cli_in_process import run_cli
+from workbench.io.model import file_digest
+from workbench.variants import int8 as quantized
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
@@ -77,7 +75,7 @@ def test_operator_lists_and_exclusions_change_what_is_quantized(tiny):
 
 
 def test_a_given_int8_variant_is_measured_but_not_requantized(tiny):
-    from workbench.variants import quantize_int8
+    from workbench.variants.fused import quantize_int8
 
     path, feed, report = tiny
     given = quantized.analyze_int8(path, candidate=quantize_int8(path), inputs=feed)

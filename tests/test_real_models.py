@@ -13,7 +13,7 @@ import pytest
 
 import workbench
 from sample_models import fetch_real
-from workbench.fixes import KeepFp32
+from workbench.fixes.catalogue import KeepFp32
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 RECORD: dict = {}

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import onnx
 import pytest
+from inline_models import parse_model
 from onnx import helper
 
 import workbench
-from inline_models import parse_model
-from workbench.model import file_digest
+from workbench.io.model import file_digest
 
 BIG = {"x": np.full((2, 4), 300.0, np.float32)}  # 300 * 300 = 90000 > 65504
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from workbench import speed
 from workbench.errors import WorkbenchError
+from workbench.variants import speed
 
 
 def test_paraphrase_pairs_are_deterministic_and_balanced():

@@ -7,10 +7,15 @@ import onnxruntime as ort
 import pytest
 
 from sample_models import masked_lm as mlm
+from workbench.convert.low_precision import Fp16Options, convert_to_fp16
 from workbench.errors import WorkbenchError
-from workbench.fp16 import Fp16Options, convert_to_fp16
-from workbench.model import load_model
-from workbench.task import MaskedLmTask, SentenceEmbeddingTask, TaskResult, mean_pooled_embeddings
+from workbench.io.model import load_model
+from workbench.task.checks import (
+    MaskedLmTask,
+    SentenceEmbeddingTask,
+    TaskResult,
+    mean_pooled_embeddings,
+)
 
 # ---------------------------------------------------------------- sentence embeddings, hand-made
 
@@ -281,10 +286,17 @@ def test_minilm_sentence_embeddings_fp32_and_fp16():
 
 # ---------------------------------------------------------------- checks chosen from the graph
 
-import workbench  # noqa: E402
 from inline_models import parse_model  # noqa: E402
-from workbench.graph import GraphIndex  # noqa: E402
-from workbench.task import EmbeddingTask, MaskTask, TopClassTask, check_outputs, task_for_output  # noqa: E402
+
+import workbench  # noqa: E402
+from workbench.ir.graph import GraphIndex  # noqa: E402
+from workbench.task.checks import (  # noqa: E402
+    EmbeddingTask,
+    MaskTask,
+    TopClassTask,
+    check_outputs,
+    task_for_output,
+)
 
 
 def _index(text, **initializers):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_in_process import run_cli
 
 import workbench
-from workbench import variants
 from workbench.errors import WorkbenchError
-from workbench.model import file_digest, load_model
-from cli_in_process import run_cli
+from workbench.io.model import file_digest, load_model
+from workbench.variants import fused as variants
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 

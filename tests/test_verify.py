@@ -7,9 +7,9 @@ import pytest
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.fixes import KeepFp32, MaskConstant
-from workbench.model import file_digest
-from workbench.verify import apply_fixes, fp16_weight_fraction
+from workbench.fixes.catalogue import KeepFp32, MaskConstant
+from workbench.fixes.verify import apply_fixes, fp16_weight_fraction
+from workbench.io.model import file_digest
 
 # Each sample with a harmful root, and the fix it is proposed first.
 FIRST_FIX = {
@@ -92,7 +92,7 @@ def test_fp16_weight_fraction_counts_elements(sample):
 
 def test_masked_lm_top5_is_restored_by_the_fix():
     from sample_models import masked_lm
-    from workbench.task import MaskedLmTask
+    from workbench.task.checks import MaskedLmTask
 
     path = masked_lm.HERE / f"{masked_lm.NAME}.onnx"
     with np.load(path.with_suffix(".npz")) as data:

@@ -5,13 +5,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from google.protobuf.message import DecodeError
+from inline_models import parse_model
 from onnx import numpy_helper
 
-from inline_models import parse_model
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
-from workbench.model import file_digest, load_model
-from workbench.wire import MIN_MAPPED_BYTES, parse_model_file
+from workbench.io.model import file_digest, load_model
+from workbench.io.wire import MIN_MAPPED_BYTES, parse_model_file
+from workbench.ir.graph import GraphIndex
 
 
 @pytest.fixture

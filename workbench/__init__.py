@@ -9,17 +9,17 @@
     fixed.save("model_fp16_fixed.onnx")
 """
 
-from workbench.autofix import auto_fix
-from workbench.compare import Tolerance, TensorDiff
-from workbench.diagnose import DiagnoseOptions, diagnose
+from workbench.compare.diff import TensorDiff, Tolerance
+from workbench.convert.low_precision import Fp16Options, convert_to_fp16
+from workbench.diagnosis.result import Diagnosis, Finding
+from workbench.diagnosis.search import DiagnoseOptions, diagnose
 from workbench.errors import WorkbenchError
-from workbench.feeds import generate_feed, load_feed
-from workbench.fp16 import Fp16Options, convert_to_fp16
-from workbench.model import Model, load_model
-from workbench.report import Diagnosis, Finding
-from workbench.task import MaskedLmTask, SentenceEmbeddingTask
-from workbench.verify import Verification, apply_fixes
+from workbench.fixes.search import auto_fix
+from workbench.fixes.verify import Verification, apply_fixes
+from workbench.io.feeds import generate_feed, load_feed
+from workbench.io.model import Model, load_model
 from workbench.sweep import sweep
+from workbench.task.checks import MaskedLmTask, SentenceEmbeddingTask
 
 __all__ = [
     "Diagnosis",
@@ -40,6 +40,7 @@ __all__ = [
     "generate_feed",
     "load_feed",
     "load_model",
+    "sweep",
 ]
 
 

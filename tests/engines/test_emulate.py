@@ -1,18 +1,17 @@
 """The emulating engine: FP32 arithmetic, every low-precision tensor rounded where it is stored, one session."""
 
 import numpy as np
-import onnx
 import pytest
+from inline_models import parse_model
 from onnx import TensorProto, helper
 
 import workbench
-from inline_models import parse_model
+from workbench.convert.low_precision import Fp16Options, convert_to_fp16
 from workbench.engines import make_engine
 from workbench.engines.emulate import EmulatingEngine, lift_model
 from workbench.errors import WorkbenchError
-from workbench.fp16 import Fp16Options, convert_to_fp16
-from workbench.graph import GraphIndex
-from workbench.model import load_model
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex
 
 SHIFT = "g (float[3] x) => (float[3] y) { a = Add(x, c) y = Sub(a, c) }"
 

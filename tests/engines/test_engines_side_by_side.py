@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from inline_models import parse_model
 
 import workbench
-from inline_models import parse_model
 from workbench.errors import WorkbenchError
 
 

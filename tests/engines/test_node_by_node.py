@@ -1,9 +1,9 @@
 import numpy as np
-
 from inline_models import parse_model
-from workbench.graph import GraphIndex
-from workbench.model import load_model
+
 from workbench.engines.node_by_node import NodeRunner, downstream, replay
+from workbench.io.model import load_model
+from workbench.ir.graph import GraphIndex
 
 SHIFT = """
 g (float16[N] x) => (float16[N] y) {
@@ -40,6 +40,7 @@ def test_downstream_follows_consumers_only():
 
 def test_a_sequence_valued_node_is_a_clear_error_not_a_crash():
     import pytest
+
     from workbench.errors import WorkbenchError
 
     model = load_model(parse_model("g (float[4] x) => (float[4] y) { s = SequenceConstruct(x, x) y = SequenceAt(s, i) }",
@@ -52,6 +53,7 @@ def test_a_sequence_valued_node_is_a_clear_error_not_a_crash():
 def test_an_op_version_without_kernel_suggests_the_version_converter():
     import onnx
     import pytest
+
     from workbench.engines.node_by_node import NodeFailure
 
     model = load_model(onnx.parser.parse_model('<ir_version: 3, opset_import: ["" : 6]> g (float[4] x) => (float[4] y) { y = Add(x, x) }'))

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 
 import workbench
-from workbench.engines.opset import runnable
-from workbench.model import load_model
+from workbench.convert.opset import runnable
+from workbench.io.model import load_model
 
 OLD_PRELU = '''<ir_version: 3, opset_import: ["" : 6]>
 g (float[1,4,3] x, float[4,1] slope, float big) => (float[1,4,3] y) { z = Mul(x, big) y = PRelu(z, slope) }'''

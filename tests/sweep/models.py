@@ -6,7 +6,6 @@ least one token are fine (exp(-inf) = 0 at their padded positions).
 """
 
 import numpy as np
-
 from inline_models import parse_model
 
 HIDDEN = 8

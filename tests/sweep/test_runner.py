@@ -1,12 +1,12 @@
 """The per-input runner: what is done once per model, not once per input, and the threads a worker asks for."""
 
+import models
 import pytest
 
-import models
-import workbench.graph
+import workbench.ir.graph
+from workbench.convert.low_precision import convert_to_fp16
 from workbench.engines import emulate
-from workbench.fp16 import convert_to_fp16
-from workbench.model import load_model
+from workbench.io.model import load_model
 from workbench.sweep import runner
 
 
@@ -21,8 +21,8 @@ def pair():
 def test_the_engine_is_chosen_once_per_model_not_per_input(pair, monkeypatch):
     """Telling an FP16 model from an FP32 one runs onnx's shape inference over the graph; it was done twice per input."""
     inferred = []
-    infer = workbench.graph.infer_elem_types
-    monkeypatch.setattr(workbench.graph, "infer_elem_types", lambda *a, **k: inferred.append(1) or infer(*a, **k))
+    infer = workbench.ir.graph.infer_elem_types
+    monkeypatch.setattr(workbench.ir.graph, "infer_elem_types", lambda *a, **k: inferred.append(1) or infer(*a, **k))
     runner.set_threads(0)
     records = [runner.evaluate(*pair, f"feed {i}", models.feed(i, padded_row=2 if i == 1 else None), runner.Check())
                for i in range(5)]

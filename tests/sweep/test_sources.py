@@ -3,13 +3,13 @@
 import shutil
 from pathlib import Path
 
+import models
 import numpy as np
 import onnx
 import pytest
-
-import models
-import workbench
 from cli_in_process import run_cli
+
+import workbench
 from workbench.errors import WorkbenchError
 
 

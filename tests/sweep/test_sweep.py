@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from models import PADDED
 
 import workbench
 from workbench.sweep import store as sweep_store
-
-from models import PADDED
 
 
 def test_sweep_finds_the_fully_padded_rows_and_groups_them(attention_path, feed_folder, tmp_path):

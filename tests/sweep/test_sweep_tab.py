@@ -2,11 +2,10 @@
 
 import pytest
 from matplotlib.figure import Figure
+from models import PADDED
 
 import workbench
 from workbench.ui.sweep_tab import SweepTab, SweepWorkbench, draw_error_histogram
-
-from models import PADDED
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-import nbformat
 import pytest
 from playwright.sync_api import expect, sync_playwright
 

@@ -86,8 +86,8 @@ def test_the_fixes_tab_shows_what_each_engine_says(bench):
 def test_the_fixes_tab_says_when_the_engines_disagree(bench):
     import dataclasses
 
+    from workbench.fixes.verify import EngineVerdict
     from workbench.ui.fixes import engines_html
-    from workbench.verify import EngineVerdict
 
     bench.fixes.apply_button.click()
     refused = dataclasses.replace(bench.state.verification, second_engine=EngineVerdict("ort-kernels", "nonfinite", float("inf")))

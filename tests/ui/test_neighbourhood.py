@@ -1,6 +1,6 @@
 import onnx
 
-from workbench.model import load_model
+from workbench.io.model import load_model
 from workbench.ui.neighbourhood import ROOT_NOTE, neighbourhood
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 from matplotlib.figure import Figure
 
-from workbench.compare import FP16_MAX
+from workbench.formats import FP16
 from workbench.ui import plots
 
 
@@ -41,7 +41,7 @@ def test_histogram_marks_fp16_limits_and_counts_what_it_cannot_draw():
         candidate = reference.astype(np.float16)
     figure = plots.value_histogram(reference, candidate, "val")
     axis = figure.axes[0]
-    assert {f"fp16-limit:{-FP16_MAX:+g}", f"fp16-limit:{FP16_MAX:+g}"} <= gids(axis)
+    assert {f"fp16-limit:{-FP16.max:+g}", f"fp16-limit:{FP16.max:+g}"} <= gids(axis)
     assert [t.get_text() for t in axis.texts] == ["candidate: 1 -inf (not drawn)"]
     assert axis.get_xscale() == "symlog"
     assert axis.get_xlim()[0] <= -3.4e38
@@ -49,7 +49,7 @@ def test_histogram_marks_fp16_limits_and_counts_what_it_cannot_draw():
 
 def test_symlog_bins_span_the_data_and_fp16_range():
     edges = plots.symlog_bins([np.array([0.5, 3.0])])
-    assert edges[0] <= -FP16_MAX and edges[-1] >= FP16_MAX and np.all(np.diff(edges) > 0)
+    assert edges[0] <= -FP16.max and edges[-1] >= FP16.max and np.all(np.diff(edges) > 0)
 
 
 def test_figure_png_is_a_png():

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
-from workbench.model import Model
+from workbench.io.model import Model
+from workbench.ir.graph import GraphIndex
 
 Values = dict[str, np.ndarray]
 ENGINES = ("emulate", "ort-kernels", "runtime")

@@ -27,9 +27,9 @@ from onnx import TensorProto, helper, numpy_helper
 from workbench.engines.node_by_node import NodeRunner, Values, replay
 from workbench.engines.sessions import build_session, failure_detail
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex, decode_tensor, node_reads, outer_scope_reads
-from workbench.model import Model, subgraphs
-from workbench.precision import LOW_TYPES
+from workbench.formats import LOW_TYPES
+from workbench.io.model import Model, subgraphs
+from workbench.ir.graph import GraphIndex, decode_tensor, node_reads, outer_scope_reads
 
 F32 = TensorProto.FLOAT
 # Ops whose `dtype` attribute picks the output type.

@@ -8,8 +8,8 @@ import onnx
 
 from workbench.engines.node_by_node import NodeRunner, Values, replay, run_runtime
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
-from workbench.model import Model, full_proto
+from workbench.io.model import Model, full_proto
+from workbench.ir.graph import GraphIndex
 
 
 class OrtKernelEngine:
@@ -62,7 +62,7 @@ class RuntimeEngine(OrtKernelEngine):
 
 def _refuse_formats_without_kernels(index: GraphIndex, name: str) -> None:
     """ORT's CPU provider computes no BF16 or FP8 (and its Python API cannot return BF16): say so up front."""
-    from workbench.precision import BY_ELEM_TYPE, FP16
+    from workbench.formats import BY_ELEM_TYPE, FP16
 
     formats = {BY_ELEM_TYPE[t].label for t in index.elem_types.values() if t in BY_ELEM_TYPE and BY_ELEM_TYPE[t] is not FP16}
     if formats:

@@ -23,9 +23,8 @@ from onnx import helper
 
 from workbench.engines.sessions import build_session, failure_detail, session_options
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex, node_reads, outer_scope_reads
-from workbench.model import subgraphs
-
+from workbench.io.model import subgraphs
+from workbench.ir.graph import GraphIndex, node_reads, outer_scope_reads
 
 Values = dict[str, np.ndarray]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from workbench.compare import Tolerance
+from workbench.compare.diff import Tolerance
 from workbench.errors import WorkbenchError
-from workbench.feeds import check_feed
-from workbench.graph import GraphIndex
-from workbench.model import Model, load_model
+from workbench.io.feeds import check_feed
+from workbench.io.model import Model, load_model
+from workbench.ir.graph import GraphIndex
 from workbench.sweep import groups, local, runner
 from workbench.sweep.result import SweepResult
 from workbench.sweep.sources import open_source
@@ -104,7 +104,7 @@ def _candidate(reference: Model, candidate, options: SweepOptions) -> Model:
         return load_model(candidate)
     if options.precision not in PRECISIONS:
         raise WorkbenchError(f"unknown precision '{options.precision}'; use one of {', '.join(PRECISIONS)}, or give --candidate.")
-    from workbench.fp16 import Fp16Options, convert_to_fp16
+    from workbench.convert.low_precision import Fp16Options, convert_to_fp16
 
     return convert_to_fp16(reference, Fp16Options(precision=options.precision))[0]
 
@@ -113,7 +113,7 @@ def _task(task, reference: Model, index: GraphIndex):
     """The task check each input gets: sentence embeddings for an encoder with an attention mask, else none."""
     if task != "auto":
         return task
-    from workbench.task import SentenceEmbeddingTask
+    from workbench.task.checks import SentenceEmbeddingTask
 
     outputs = {o.name: o for o in reference.graph.output}
     hidden = outputs.get("last_hidden_state")
@@ -195,7 +195,7 @@ def _collect(backend, records: dict, store: ResultStore, total: int, progress: b
 
 
 def _diagnose_options(options: SweepOptions):
-    from workbench.diagnose import DiagnoseOptions
+    from workbench.diagnosis.search import DiagnoseOptions
 
     return DiagnoseOptions(tolerance=options.tolerance)
 

@@ -31,7 +31,7 @@ def in_process(reference, candidate, check: runner.Check, items: Iterable) -> It
 
 def diagnose_here(reference, candidate, jobs: Iterable, options) -> Iterator[tuple[str, dict]]:
     """(input id, Diagnosis.to_dict()) of each (input id, feed) of `jobs`, in this process, one at a time."""
-    from workbench.diagnose import diagnose
+    from workbench.diagnosis.search import diagnose
 
     for input_id, feed in jobs:
         yield input_id, diagnose(reference, candidate, inputs=feed, options=options).to_dict()

@@ -38,7 +38,7 @@ class SweepResult:
 
     def diagnose(self, input_id: str):
         """The full Diagnosis of one input (computed now: a Diagnosis holds every tensor of the run)."""
-        from workbench.diagnose import diagnose
+        from workbench.diagnosis.search import diagnose
 
         feed = self.source.feed(input_id)
         return diagnose(self.reference, self.candidate, inputs=feed, options=self.diagnose_options)

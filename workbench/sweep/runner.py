@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.compare import Tolerance, tensor_diff, verdict
+from workbench.compare.diff import Tolerance, tensor_diff, verdict
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.io.model import Model
 
 Feed = dict[str, np.ndarray]
 _SESSIONS: "OrderedDict[int, tuple[Model, object]]" = OrderedDict()  # id(model) -> (model, feed -> outputs)
@@ -45,8 +45,8 @@ def run_outputs(model: Model, feed: Feed) -> dict[str, np.ndarray]:
 def _whole_model_run(model: Model):
     """`feed -> outputs` for `model`: the engine chosen and its session built once per model, not per input
     (telling a low-precision model needs onnx's shape inference over the whole graph)."""
-    from workbench.graph import GraphIndex
-    from workbench.precision import LOW_TYPES
+    from workbench.formats import LOW_TYPES
+    from workbench.ir.graph import GraphIndex
 
     index = GraphIndex.of(model)
     if any(t in LOW_TYPES for t in index.elem_types.values()):
@@ -64,7 +64,7 @@ def _whole_model_run(model: Model):
 
 @dataclass(frozen=True)
 class Check:
-    """What each input is checked with: the tolerance, and a workbench.task check or None."""
+    """What each input is checked with: the tolerance, and a workbench.task.checks check or None."""
 
     tolerance: Tolerance = Tolerance()
     task: object | None = None  # SentenceEmbeddingTask, MaskedLmTask or None
@@ -173,7 +173,7 @@ def worker_evaluate(input_id: str, feed: Feed) -> dict:
 
 def worker_diagnose(input_id: str, feed: Feed, options) -> tuple[str, dict]:
     """The full diagnosis of one of the worst inputs, on the models this worker loaded at start."""
-    from workbench.diagnose import diagnose
+    from workbench.diagnosis.search import diagnose
 
     return input_id, diagnose(_WORKER["reference"], _WORKER["candidate"], inputs=feed, options=options).to_dict()
 
@@ -187,7 +187,7 @@ def models_from_bytes(reference_bytes: bytes, candidate_bytes: bytes,
                       names: tuple[str, str] = ("reference", "candidate")) -> dict:
     import onnx
 
-    from workbench.model import load_model
+    from workbench.io.model import load_model
 
     return {"reference": load_model(onnx.load_from_string(reference_bytes), name=names[0]),
             "candidate": load_model(onnx.load_from_string(candidate_bytes), name=names[1])}

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.feeds import Feed, load_feed
-from workbench.graph import GraphIndex
+from workbench.io.feeds import Feed, load_feed
+from workbench.ir.graph import GraphIndex
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")

@@ -8,7 +8,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 import workbench
-from workbench.report import Diagnosis
+from workbench.diagnosis.result import Diagnosis
 from workbench.ui import plots
 from workbench.ui.error_plot import ErrorPlot
 from workbench.ui.fixes import FixesPanel

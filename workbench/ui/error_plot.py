@@ -14,8 +14,8 @@ import math
 import anywidget
 import traitlets
 
-from workbench.compare import Tolerance
-from workbench.report import Diagnosis
+from workbench.compare.diff import Tolerance
+from workbench.diagnosis.result import Diagnosis
 from workbench.ui.roles import COLOURS, LABELS, node_roles
 
 _ESM = r"""

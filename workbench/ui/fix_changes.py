@@ -6,7 +6,7 @@ import hashlib
 
 import onnx
 
-from workbench.graph import node_reads
+from workbench.ir.graph import node_reads
 
 
 def fix_changes(before, verification) -> tuple[str, ...]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 import workbench
+from workbench.diagnosis.result import Diagnosis
 from workbench.errors import WorkbenchError
-from workbench.report import Diagnosis
 from workbench.ui.overview import prose_html, verdict_html
 from workbench.ui.progress import without_tqdm
 from workbench.ui.state import WorkbenchState

@@ -8,8 +8,8 @@ import sys
 
 import ipywidgets as widgets
 
-from workbench.model import model_bytes
-from workbench.report import Diagnosis
+from workbench.diagnosis.result import Diagnosis
+from workbench.io.model import model_bytes
 from workbench.ui.fix_changes import fix_changes
 from workbench.ui.neighbourhood import FIXED_NOTE, FOCUS_NOTE, ROOT_NOTE, neighbourhood
 from workbench.ui.netron_frame import NetronFrame

@@ -6,14 +6,20 @@ import html
 
 import ipywidgets as widgets
 
-from workbench.report import Diagnosis
-from workbench.compare import TensorDiff
+from workbench.compare.diff import TensorDiff
+from workbench.diagnosis.result import Diagnosis
 from workbench.ui import plots
 from workbench.ui.node_list import NodeList
 from workbench.ui.overview import prose_html
 from workbench.ui.roles import COLOURS, HARMLESS, ROOT, VICTIM, node_roles
 from workbench.ui.state import WorkbenchState
-from workbench.ui.stats import NodeCatalog, NodeDetail, TensorPair, TensorStats, constant_text
+from workbench.ui.stats import (
+    NodeCatalog,
+    NodeDetail,
+    TensorPair,
+    TensorStats,
+    constant_text,
+)
 
 
 class InspectorPanel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from workbench.graph import node_reads
+from workbench.ir.graph import node_reads
 
 # Weights larger than this become typed graph inputs: the view needs their shape, not their bytes.
 MAX_KEPT_INITIALIZER_ELEMENTS = 4096

@@ -8,7 +8,7 @@ from typing import Callable
 
 import ipywidgets as widgets
 
-from workbench.report import Diagnosis, Finding
+from workbench.diagnosis.result import Diagnosis, Finding
 
 VERDICT_COLOURS = {"ok": "#1a7f37", "nonfinite": "#cf222e", "divergent": "#bf8700"}
 VERDICT_WORDS = {

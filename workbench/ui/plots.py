@@ -9,8 +9,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from workbench.compare import FP16_MAX, FP16_NORMAL_MIN, Tolerance
-from workbench.report import Diagnosis
+from workbench.compare.diff import Tolerance
+from workbench.diagnosis.result import Diagnosis
+from workbench.formats import FP16
 
 ERROR_FLOOR = 1e-8  # exact matches are drawn here: a log axis has no 0
 ROOT_COLOUR = "#cf222e"
@@ -101,13 +102,13 @@ def draw_value_histogram(axis: Axes, reference: np.ndarray | None, candidate: np
         note = _nonfinite_note(values)
         if note:
             notes.append((f"{label}: {note} (not drawn)", colour))
-    for limit in (-FP16_MAX, FP16_MAX):
+    for limit in (-FP16.max, FP16.max):
         axis.axvline(limit, color="#6e7781", ls="--", lw=1, gid=f"fp16-limit:{limit:+g}",
                      label="FP16 limit ±65504" if limit > 0 else None)
     for row, (text, colour) in enumerate(notes):
         axis.text(0.01, 0.97 - 0.09 * row, text, transform=axis.transAxes, va="top", color=colour,
                   fontsize="small", gid="nonfinite-note")
-    axis.set_xscale("symlog", linthresh=FP16_NORMAL_MIN, linscale=0.5)
+    axis.set_xscale("symlog", linthresh=FP16.normal_min, linscale=0.5)
     _decade_ticks(axis, float(np.max(np.abs(edges))))
     axis.set_yscale("log")
     axis.set_ylim(bottom=0.5)
@@ -119,8 +120,8 @@ def draw_value_histogram(axis: Axes, reference: np.ndarray | None, candidate: np
 
 def symlog_bins(arrays: list[np.ndarray], count: int = 80) -> np.ndarray:
     """Bin edges even on a symlog scale, spanning the data and FP16's ±65504 with a margin."""
-    low = min([float(a.min()) for a in arrays] + [-FP16_MAX * 2])
-    high = max([float(a.max()) for a in arrays] + [FP16_MAX * 2])
+    low = min([float(a.min()) for a in arrays] + [-FP16.max * 2])
+    high = max([float(a.max()) for a in arrays] + [FP16.max * 2])
     return _from_symlog(np.linspace(_to_symlog(low), _to_symlog(high), count + 1))
 
 
@@ -152,7 +153,7 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 def _decade_ticks(axis: Axes, largest: float, most: int = 4) -> None:
     """A few ±10^k ticks each side of 0 (the default symlog locator labels every decade, unreadably)."""
-    low = int(np.floor(np.log10(FP16_NORMAL_MIN)))
+    low = int(np.floor(np.log10(FP16.normal_min)))
     high = int(np.ceil(np.log10(largest)))
     step = max(1, int(np.ceil((high - low) / most)))
     exponents = list(range(high, low, -step))[::-1]
@@ -163,11 +164,11 @@ def _decade_ticks(axis: Axes, largest: float, most: int = 4) -> None:
 
 
 def _to_symlog(value: float) -> float:
-    return float(np.sign(value) * np.log10(1 + abs(value) / FP16_NORMAL_MIN))
+    return float(np.sign(value) * np.log10(1 + abs(value) / FP16.normal_min))
 
 
 def _from_symlog(values: np.ndarray) -> np.ndarray:
-    return np.sign(values) * FP16_NORMAL_MIN * (10.0 ** np.abs(values) - 1)
+    return np.sign(values) * FP16.normal_min * (10.0 ** np.abs(values) - 1)
 
 
 def _nonfinite_note(values: np.ndarray) -> str:

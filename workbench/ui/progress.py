@@ -13,7 +13,7 @@ import dataclasses
 import html
 from typing import Callable
 
-from workbench.report import Diagnosis
+from workbench.diagnosis.result import Diagnosis
 
 DisplayFunction = Callable[..., object]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.report import Diagnosis
+from workbench.diagnosis.result import Diagnosis
 
 ROOT, HARMLESS, VICTIM, OWN, CLEAN = "root", "harmless", "victim", "own", "clean"
 COLOURS = {ROOT: "#cf222e", VICTIM: "#bf8700", OWN: "#e16f24", HARMLESS: "#8c959f", CLEAN: ""}

@@ -1,4 +1,4 @@
-"""The speed and accuracy of variants (a workbench.speed.SpeedTable) as one matplotlib figure."""
+"""The speed and accuracy of variants (a workbench.variants.speed.SpeedTable) as one matplotlib figure."""
 
 from __future__ import annotations
 

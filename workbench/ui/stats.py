@@ -8,9 +8,9 @@ from functools import cached_property
 import numpy as np
 import onnx
 
-from workbench.compare import TensorDiff, tensor_diff
-from workbench.graph import GraphIndex
-from workbench.report import Diagnosis
+from workbench.compare.diff import TensorDiff, tensor_diff
+from workbench.diagnosis.result import Diagnosis
+from workbench.ir.graph import GraphIndex
 
 WORST_ELEMENTS = 5
 SHOWN_CONSTANT_ELEMENTS = 8

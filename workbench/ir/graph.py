@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from workbench.errors import WorkbenchError
-from workbench.model import subgraphs
+from workbench.io.model import subgraphs
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def decode_tensor(tensor: TensorProto, data_dir: Path | None = None) -> np.ndarr
     if dtype is not None and tensor.raw_data and not tensor.external_data:
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
     values = numpy_helper.to_array(tensor)
-    if tensor.data_type in _HELD_AS_FLOAT32:  # BF16 and FP8 are held as float32 (workbench.precision)
+    if tensor.data_type in _HELD_AS_FLOAT32:  # BF16 and FP8 are held as float32 (workbench.formats)
         return values.astype(np.float32)
     return values
 
@@ -182,7 +182,7 @@ def _external_array(tensor: TensorProto, data_dir: Path | None) -> np.ndarray:
         loaded.CopyFrom(tensor)
         load_external_data_for_tensor(loaded, str(data_dir))
         return numpy_helper.to_array(loaded)
-    from workbench.model import external_data_path
+    from workbench.io.model import external_data_path
 
     file = external_data_path(data_dir, info.get("location", ""), tensor.name)
     return np.memmap(file, dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=shape)

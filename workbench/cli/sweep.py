@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from workbench.compare import Tolerance
+    from workbench.compare.diff import Tolerance
     from workbench.sweep import sweep
 
     result = sweep(

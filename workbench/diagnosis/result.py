@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from workbench import explain
-from workbench.compare import TensorDiff
-from workbench.model import Model
+from workbench.compare.diff import TensorDiff
+from workbench.diagnosis import explain
+from workbench.io.model import Model
+from workbench.render.json import finite_or_none
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Finding:
     local: TensorDiff  # the node's own error: run in candidate precision on the reference's inputs
     output_effect: float  # worst output rel-L2 when only this fault is put into the FP32 run
     absorbed_by: str | None = None  # for a harmless one: the node after which the fault is gone
-    fixes: tuple = ()  # workbench.fixes.Fix objects that address it, the least FP32 first (roots only)
+    fixes: tuple = ()  # workbench.fixes.catalogue.Fix objects that address it, the least FP32 first (roots only)
 
     def to_dict(self) -> dict:
         result = {"node": self.node, "op_type": self.op_type, "kind": self.kind, "explanation": self.explanation}
@@ -73,7 +74,7 @@ class Diagnosis:
     candidate_given: bool = field(repr=False, default=False)  # False: the candidate is the workbench's own conversion
     reference_index: Any = field(repr=False, default=None, compare=False)  # GraphIndex of the reference
     engines: tuple = field(repr=False, default=(), compare=False)  # (reference, candidate) workbench.engines
-    tasks: dict = field(repr=False, default_factory=dict)  # output name -> workbench.task TaskResult (issue 12)
+    tasks: dict = field(repr=False, default_factory=dict)  # output name -> workbench.task.checks TaskResult (issue 12)
     feed_origin: str | None = field(repr=False, default=None)  # what was generated when no inputs were given
     engine: str = "emulate"  # which engine computed the candidate: emulate | ort-kernels | runtime
     precision: str = "fp16"  # the candidate's low-precision format: fp16 | bf16 | fp8-e4m3 | fp8-e5m2
@@ -98,7 +99,7 @@ class Diagnosis:
         }
 
     def _output_dict(self, name: str, diff: TensorDiff) -> dict:
-        result = {"rel_l2": _json_float(diff.rel_l2), "max_abs": _json_float(diff.max_abs), "nonfinite": diff.nonfinite}
+        result = {"rel_l2": finite_or_none(diff.rel_l2), "max_abs": finite_or_none(diff.max_abs), "nonfinite": diff.nonfinite}
         # Added with issue 12: the worst slice (batch row, Concat part) and the task check, or null.
         result["worst_slice"] = diff.worst_slice.to_dict() if diff.worst_slice is not None else None
         result["task"] = self.tasks[name].to_dict() if name in self.tasks else None
@@ -140,7 +141,7 @@ class Diagnosis:
     @property
     def engine_label(self) -> str:
         from workbench.engines import ENGINE_LABELS
-        from workbench.precision import PRECISIONS
+        from workbench.formats import PRECISIONS
 
         return ENGINE_LABELS[self.engine].format(label=PRECISIONS[self.precision].label)
 
@@ -181,7 +182,3 @@ def _prose_html(text: str) -> str:
     """A report sentence as HTML: escaped, its `names` (backticks, as the text repr writes them) in code font."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
-
-def _json_float(value: float) -> float | None:
-    """JSON has no inf or NaN: an unbounded error (shape mismatch, nothing finite to compare) is null."""
-    return float(value) if np.isfinite(value) else None

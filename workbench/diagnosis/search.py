@@ -22,20 +22,34 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from workbench import explain, fixes, task
-from workbench.compare import TensorDiff, Tolerance, align, slice_axes, tensor_diff, verdict
-from workbench.errors import WorkbenchError
-from workbench.explain import InputEvidence, NodeEvidence
-from workbench.feeds import Feed, check_feed, describe_generated, generate_feed, load_feed
-from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
-from workbench.graph import GraphIndex, node_reads
-from workbench.model import Model, load_model
+from workbench.compare.align import align
+from workbench.compare.diff import TensorDiff, Tolerance, tensor_diff, verdict
+from workbench.compare.slices import slice_axes
+from workbench.convert.low_precision import (
+    ConversionStats,
+    Fp16Options,
+    convert_to_fp16,
+)
+from workbench.convert.opset import runnable
+from workbench.diagnosis import explain
+from workbench.diagnosis.explain import InputEvidence, NodeEvidence
+from workbench.diagnosis.result import Diagnosis, Finding, NodeComparison
 from workbench.engines import Engine, make_engine
 from workbench.engines.emulate import EmulatingEngine
-from workbench.engines.opset import runnable
 from workbench.engines.node_by_node import Values, downstream, replay
-from workbench.precision import BY_ELEM_TYPE, FP16, Precision, of_types, precision
-from workbench.report import Diagnosis, Finding, NodeComparison
+from workbench.errors import WorkbenchError
+from workbench.fixes import catalogue as fixes
+from workbench.formats import BY_ELEM_TYPE, FP16, Precision, of_types, precision
+from workbench.io.feeds import (
+    Feed,
+    check_feed,
+    describe_generated,
+    generate_feed,
+    load_feed,
+)
+from workbench.io.model import Model, load_model
+from workbench.ir.graph import GraphIndex, node_reads
+from workbench.task import checks as task
 
 MODES = ("faithful", "runtime")
 # Harmless faults of these kinds are still worth a warning; harmless rounding is not.

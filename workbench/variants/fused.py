@@ -31,13 +31,14 @@ from typing import Iterable, Sequence
 import onnx
 from onnx import TensorProto, helper
 
-from workbench.compare import TensorDiff, Tolerance
+from workbench.compare.diff import TensorDiff, Tolerance
+from workbench.diagnosis.result import Diagnosis
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
+from workbench.io.model import Model, load_model, model_bytes, name_nodes
+from workbench.io.save import save_model
+from workbench.ir.graph import GraphIndex
 from workbench.logs import muted
-from workbench.model import Model, load_model, model_bytes, name_nodes
-from workbench.save import save_model
-from workbench.report import Diagnosis, _json_float
+from workbench.render.json import finite_or_none
 
 MS_DOMAIN = "com.microsoft"
 SESSION_LEVELS = ("basic", "extended", "all")
@@ -248,9 +249,9 @@ class FusedNode:
             "op_type": self.op_type,
             "domain": self.domain,
             "replaced": [{"node": n, "op_type": op} for n, op in self.replaced],
-            "rel_l2": _json_float(worst.rel_l2) if worst else None,
+            "rel_l2": finite_or_none(worst.rel_l2) if worst else None,
             "nonfinite": worst.nonfinite if worst else 0,
-            "local_rel_l2": _json_float(self.local.rel_l2) if self.local else None,
+            "local_rel_l2": finite_or_none(self.local.rel_l2) if self.local else None,
             "ok": self.ok,
         }
 
@@ -366,7 +367,7 @@ def compare_fused(model, fused, inputs=None, mode: str = "faithful", tolerance: 
     ONNX Runtime session; runtime mode runs the variant whole). `tolerance` default: 1e-4 for an FP32
     variant (FUSED_FP32_TOLERANCE), 1e-2 when its weights are FP16.
     """
-    from workbench.diagnose import diagnose
+    from workbench.diagnosis.search import diagnose
 
     reference, candidate = load_model(model), load_model(fused)
     fp16 = _has_fp16_weights(candidate)

@@ -33,9 +33,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model, full_proto, load_model, model_bytes
-from workbench.report import _json_float
-from workbench.task import mean_pooled_embeddings
+from workbench.io.model import Model, full_proto, load_model, model_bytes
+from workbench.render.json import finite_or_none
+from workbench.task.checks import mean_pooled_embeddings
 
 Feed = dict[str, np.ndarray]
 VARIANTS = ("fp32", "fp16", "fused", "int8")
@@ -257,7 +257,7 @@ class VariantRow:
     error: str = ""
 
     def to_dict(self) -> dict:
-        return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -328,15 +328,15 @@ def make_variant(model: Model, kind: str, num_heads: int = 0, hidden_size: int =
     if kind == "fp32":
         return model
     if kind == "fp16":
-        from workbench.fp16 import convert_to_fp16
+        from workbench.convert.low_precision import convert_to_fp16
 
         return convert_to_fp16(model)[0]
     if kind == "fused":
-        from workbench import variants
+        from workbench.variants import fused as variants
 
         return variants.optimize_transformer(model, num_heads=num_heads, hidden_size=hidden_size)
     if kind == "int8":
-        from workbench import variants
+        from workbench.variants import fused as variants
 
         return variants.quantize_int8(model)
     raise WorkbenchError(f"unknown variant '{kind}'; use one of {', '.join(VARIANTS)}.")

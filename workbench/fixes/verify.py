@@ -18,16 +18,17 @@ from typing import Callable, Sequence
 import numpy as np
 from onnx import TensorProto
 
-from workbench import fixes as fix_catalogue
-from workbench.diagnose import outputs_on, rediagnose
+from workbench.compare.diff import TensorDiff, verdict
+from workbench.convert.low_precision import ConversionStats
+from workbench.diagnosis.result import Diagnosis
+from workbench.diagnosis.search import outputs_on, rediagnose
 from workbench.errors import WorkbenchError
-from workbench.fixes import Fix
-from workbench.fp16 import ConversionStats
-from workbench.graph import GraphIndex
-from workbench.model import Model
-from workbench.compare import TensorDiff, verdict
-from workbench.report import Diagnosis, _json_float
-from workbench.save import save_model
+from workbench.fixes import catalogue as fix_catalogue
+from workbench.fixes.catalogue import Fix
+from workbench.io.model import Model
+from workbench.io.save import save_model
+from workbench.ir.graph import GraphIndex
+from workbench.render.json import finite_or_none
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Attempt:
         return {
             "fixes": [f"{fix.name} {_target(fix)}" for fix in self.fixes],
             "verdict": self.verdict,
-            "worst_rel_l2": _json_float(self.worst_rel_l2),
+            "worst_rel_l2": finite_or_none(self.worst_rel_l2),
             "error": self.error,
             "runs": self.runs,
             "move": self.move,
@@ -75,7 +76,7 @@ class EngineVerdict:
         return cls(engine, verdict(outputs), worst_rel_l2(outputs))
 
     def to_dict(self) -> dict:
-        figure = None if self.worst_rel_l2 is None else _json_float(self.worst_rel_l2)
+        figure = None if self.worst_rel_l2 is None else finite_or_none(self.worst_rel_l2)
         entry = {"verdict": self.verdict, "worst_rel_l2": figure}
         return entry if self.reason is None else {**entry, "reason": self.reason}
 
@@ -106,7 +107,7 @@ class Verification:
     fixes: tuple[Fix, ...]
     runs: int  # model forward passes (full or partial) spent since the model was loaded, `before` included
     attempts: tuple[Attempt, ...] = ()
-    task: object | None = None  # a workbench.task TaskResult, when a task-level check was asked for
+    task: object | None = None  # a workbench.task.checks TaskResult, when a task-level check was asked for
     budget: int | None = None  # the automatic fix's run budget (None: fixes applied by hand)
     second_engine: EngineVerdict | None = None  # the other engine's verdict (with_second_engine)
     stopped: str | None = None  # why the automatic fix stopped: fixed | budget spent | attempts spent | no move left
@@ -176,7 +177,7 @@ class Verification:
         return fp16_weight_fraction(self.model)
 
     def check_task(self, task) -> "Verification":
-        """This verification with a task-level check (workbench.task) on the model outputs added."""
+        """This verification with a task-level check (workbench.task.checks) on the model outputs added."""
         names = self.after.reference.graph.output
         reference = {o.name: self.after.reference_values[o.name] for o in names}
         candidate = {o.name: self.after.candidate_values[o.name] for o in names if o.name in self.after.candidate_values}
@@ -274,7 +275,7 @@ def apply_fixes(
     fixes = tuple(fixes)
     for fix in fixes:
         if not isinstance(fix, Fix):
-            raise WorkbenchError(f"{fix!r} is not a fix; take fixes from a diagnosis' roots or workbench.fixes.")
+            raise WorkbenchError(f"{fix!r} is not a fix; take fixes from a diagnosis' roots or workbench.fixes.catalogue.")
     candidate, stats = fix_catalogue.apply(before.reference, fixes, before.options.fp16)
     after = rediagnose(before, candidate, stats, progress)
     spent = before.stats.get("forward_passes", 0) if runs_so_far is None else runs_so_far

@@ -8,10 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
-from workbench import export_check, speed, variant_cli
-from workbench.autofix import RUN_BUDGET
+from workbench.cli import variants as variant_cli
 from workbench.errors import WorkbenchError
-from workbench.precision import PRECISIONS
+from workbench.fixes.search import RUN_BUDGET
+from workbench.formats import PRECISIONS
+from workbench.variants import export_check, speed
 
 PRECISION_NAMES = list(PRECISIONS)
 
@@ -88,14 +89,14 @@ def _positive_int(text: str) -> int:
 
 def _add_sweep_parser(commands) -> None:
     """`workbench sweep` (workbench/sweep/cli.py)."""
-    from workbench.sweep import cli as sweep_cli
+    from workbench.cli import sweep as sweep_cli
 
     sweep_cli.add_parser(commands)
     _COMMANDS["sweep"] = _run_sweep
 
 
 def _run_sweep(args) -> int:
-    from workbench.sweep import cli as sweep_cli
+    from workbench.cli import sweep as sweep_cli
 
     return sweep_cli.run(args)
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fp16_options(args):
-    from workbench.fp16 import Fp16Options
+    from workbench.convert.low_precision import Fp16Options
 
     return Fp16Options(
         clamp_constants=args.clamp_constants,
@@ -165,8 +166,8 @@ def _providers(name: str) -> tuple[str, ...]:
 
 
 def _diagnose_options(args):
-    from workbench.compare import Tolerance
-    from workbench.diagnose import DiagnoseOptions
+    from workbench.compare.diff import Tolerance
+    from workbench.diagnosis.search import DiagnoseOptions
 
     return DiagnoseOptions(
         mode=args.mode,
@@ -180,7 +181,7 @@ def _diagnose_options(args):
 
 
 def _diagnose(args) -> int:
-    from workbench.diagnose import diagnose
+    from workbench.diagnosis.search import diagnose
 
     report = diagnose(args.model, args.candidate, inputs=args.inputs, options=_diagnose_options(args))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
@@ -188,14 +189,13 @@ def _diagnose(args) -> int:
 
 
 def _fix(args) -> int:
-    from workbench.autofix import auto_fix
-    from workbench.diagnose import diagnose
-    from workbench.fixes import parse_fix
-    from workbench.graph import GraphIndex
-    from workbench.model import load_model
-    from workbench.verify import apply_fixes
-
-    from workbench.save import check_output
+    from workbench.diagnosis.search import diagnose
+    from workbench.fixes.catalogue import parse_fix
+    from workbench.fixes.search import auto_fix
+    from workbench.fixes.verify import apply_fixes
+    from workbench.io.model import load_model
+    from workbench.io.save import check_output
+    from workbench.ir.graph import GraphIndex
 
     source, target = Path(args.model), Path(args.output)
     model = load_model(source)
@@ -229,7 +229,7 @@ def _fix_exit_code(result) -> int:
 
 
 def _task(args, diagnosis):
-    from workbench import task
+    from workbench.task import checks as task
 
     output = args.task_output or diagnosis.reference.graph.output[0].name
     if args.task == "embedding":
@@ -238,12 +238,10 @@ def _task(args, diagnosis):
 
 
 def _convert(args) -> int:
-    from workbench.fp16 import convert_to_fp16
-    from workbench.model import load_model
-    from workbench.precision import precision
-    from workbench.save import save_model
-
-    from workbench.save import check_output
+    from workbench.convert.low_precision import convert_to_fp16
+    from workbench.formats import precision
+    from workbench.io.model import load_model
+    from workbench.io.save import check_output, save_model
 
     target = Path(args.output)
     model = load_model(args.model)
@@ -258,8 +256,8 @@ def _convert(args) -> int:
 
 
 def _nodes(args) -> int:
-    from workbench.graph import GraphIndex
-    from workbench.model import load_model
+    from workbench.io.model import load_model
+    from workbench.ir.graph import GraphIndex
 
     model = load_model(args.model)
     for node in GraphIndex.of(model).nodes:

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex
+from workbench.ir.graph import GraphIndex
 
 Feed = dict[str, np.ndarray]
 

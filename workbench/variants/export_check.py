@@ -31,11 +31,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from workbench.compare import Tolerance, tensor_diff
+from workbench.compare.diff import Tolerance, tensor_diff
 from workbench.errors import WorkbenchError
+from workbench.io.model import Model, full_proto, load_model
 from workbench.logs import muted
-from workbench.model import Model, full_proto, load_model
-from workbench.report import _json_float
+from workbench.render.json import finite_or_none
 
 Feed = dict[str, np.ndarray]
 DEFAULT_SHAPES = ((1, 8), (2, 16), (3, 34))
@@ -80,7 +80,7 @@ def export(module, example_inputs: Feed, path=None, dynamic: bool = True, export
             raise WorkbenchError(f"torch.onnx.export ({exporter}) failed: {_first_line(exc)}") from None
     _clean(proto)
     if path is not None:
-        from workbench.save import check_output, write_atomically
+        from workbench.io.save import check_output, write_atomically
 
         path = Path(path)
         check_output([path], ())
@@ -291,7 +291,7 @@ class ShapeRun:
 
     def to_dict(self) -> dict:
         return {"batch": self.batch, "sequence": self.sequence, "ok": self.ok,
-                "rel_l2": {k: _json_float(v) for k, v in self.rel_l2.items()},
+                "rel_l2": {k: finite_or_none(v) for k, v in self.rel_l2.items()},
                 "shapes": {k: {"onnx": list(a), "torch": list(b)} for k, (a, b) in self.shapes.items()},
                 "error": self.error or None, "node": self.node or None, "input": self.input or None,
                 "skipped": self.skipped or None}
@@ -655,7 +655,7 @@ def run_export_cli(args: argparse.Namespace) -> int:
     if dummy is None:
         raise WorkbenchError(f"--dummy '{args.dummy}' must be one BATCHxSEQUENCE shape.")
     shapes = parse_shapes(args.shapes)
-    from workbench.save import check_output
+    from workbench.io.save import check_output
 
     target = Path(args.output)
     if target.suffix != ".onnx":
@@ -697,7 +697,7 @@ def run_cli(args: argparse.Namespace) -> int:
     else:
         if not args.module or not args.inputs:
             raise WorkbenchError("checking an .onnx export needs --module package.module:factory and --inputs dummy.npz.")
-        from workbench.feeds import load_feed
+        from workbench.io.feeds import load_feed
 
         model = load_model(args.model)
         module, feed = _import_factory(args.module)(), load_feed(args.inputs)
@@ -720,7 +720,6 @@ def _tiny_bert_demo():
 
 def _import_factory(spec: str):
     import importlib
-
     import os
     import sys
 

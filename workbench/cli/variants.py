@@ -15,7 +15,7 @@ from typing import Callable
 from workbench.errors import WorkbenchError
 
 EXIT_NOT_VERIFIED = 1
-_SESSION_LEVELS = ("basic", "extended", "all")  # workbench.variants.SESSION_LEVELS, without importing onnxruntime
+_SESSION_LEVELS = ("basic", "extended", "all")  # workbench.variants.fused.SESSION_LEVELS, without importing onnxruntime
 
 
 def add_cli(commands: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -55,9 +55,9 @@ def add_cli(commands: argparse._SubParsersAction) -> dict[str, Callable[[argpars
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    from workbench import variants
-    from workbench.compare import Tolerance
-    from workbench.model import load_model
+    from workbench.compare.diff import Tolerance
+    from workbench.io.model import load_model
+    from workbench.variants import fused as variants
 
     if args.session_level and (args.float16 or args.opt_level):
         raise WorkbenchError("--session-level makes the variant with an ORT session; --float16 and --opt-level belong to the transformer optimizer, not both.")
@@ -81,9 +81,9 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from workbench import quantized
-    from workbench.compare import Tolerance
-    from workbench.model import load_model
+    from workbench.compare.diff import Tolerance
+    from workbench.io.model import load_model
+    from workbench.variants import int8 as quantized
 
     if args.max_exclude < 1:
         raise WorkbenchError(f"--max-exclude must be at least 1, not {args.max_exclude}.")
@@ -117,7 +117,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 def _task(args, report):
     if not args.task:
         return None
-    from workbench import task
+    from workbench.task import checks as task
 
     output = next(iter(report.outputs))
     return task.SentenceEmbeddingTask(output=output) if args.task == "embedding" else task.MaskedLmTask(output=output)
@@ -126,7 +126,7 @@ def _task(args, report):
 def _check_output(args, model) -> None:
     """Refuse an -o that is an input (the model, its weights, the feed) before any work is done."""
     if args.output:
-        from workbench.save import check_output
+        from workbench.io.save import check_output
 
         check_output([Path(args.output)], [*model.source_files, *_feed_path(args)])
 
@@ -138,6 +138,6 @@ def _feed_path(args) -> list[Path]:
 def _save(variant, args, model) -> str | None:
     if not args.output:
         return None
-    from workbench.save import save_model
+    from workbench.io.save import save_model
 
     return str(save_model(variant, Path(args.output), protect=[*model.source_files, *_feed_path(args)]))

@@ -20,12 +20,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench import explain
-from workbench.compare import FP16_MAX, FP16_NORMAL_MIN
+from workbench.convert.low_precision import (
+    ConversionStats,
+    Fp16Options,
+    convert_to_fp16,
+)
+from workbench.diagnosis import explain
 from workbench.errors import WorkbenchError
-from workbench.fp16 import ConversionStats, Fp16Options, convert_to_fp16
-from workbench.graph import GraphIndex
-from workbench.model import Model
+from workbench.formats import FP16
+from workbench.io.model import Model
+from workbench.ir.graph import GraphIndex
 
 # The mask value transformers used before 2022 (then float32.min): finite in FP16, and
 # exp(-1e4 - max) is still exactly 0 after Softmax.
@@ -127,8 +131,8 @@ class ClampConstants(_ConstantFix):
 
     def new_values(self, values: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
-            out_of_range = np.isfinite(values) & (np.abs(values) > FP16_MAX)
-        return np.where(out_of_range, np.sign(values) * FP16_MAX, values)
+            out_of_range = np.isfinite(values) & (np.abs(values) > FP16.max)
+        return np.where(out_of_range, np.sign(values) * FP16.max, values)
 
 
 @dataclass(frozen=True)
@@ -146,13 +150,13 @@ class MaskConstant(_ConstantFix):
 
     def new_values(self, values: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
-            return np.where(np.isfinite(values) & (values < -FP16_MAX), self.value, values)
+            return np.where(np.isfinite(values) & (values < -FP16.max), self.value, values)
 
 
 @dataclass(frozen=True)
 class RaiseEps(_ConstantFix):
     tensors: tuple[str, ...]
-    value: float = FP16_NORMAL_MIN
+    value: float = FP16.normal_min
     name: ClassVar[str] = "raise-eps"
 
     @property
@@ -263,7 +267,10 @@ def _ort_basic_optimized(graph: onnx.GraphProto, index: GraphIndex) -> onnx.Grap
     from pathlib import Path
 
     import onnxruntime as ort
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    from onnx.external_data_helper import (
+        load_external_data_for_model,
+        uses_external_data,
+    )
 
     proto = helper.make_model(graph, opset_imports=index.opset_imports)
     proto.ir_version = max(proto.ir_version, 7)
@@ -569,7 +576,7 @@ def _is_normalisation_statistic(index: GraphIndex, node: str, constants: tuple[s
     return found.op_type == "BatchNormalization" and bool(constants) and set(constants) <= set(found.input[1:])
 
 
-def overflow_region(index: GraphIndex, node: str, values: dict, limit: float = FP16_MAX) -> tuple[str, ...]:
+def overflow_region(index: GraphIndex, node: str, values: dict, limit: float = FP16.max) -> tuple[str, ...]:
     """`node` and every node after it that reads a tensor beyond ±limit (the format's range) in the reference.
 
     Keeping only the first overflowing node in FP32 moves the overflow to the Cast after
@@ -593,7 +600,7 @@ def overflow_region(index: GraphIndex, node: str, values: dict, limit: float = F
     return tuple(sorted(region, key=order.__getitem__))
 
 
-def _beyond_fp16(value, limit: float = FP16_MAX) -> bool:
+def _beyond_fp16(value, limit: float = FP16.max) -> bool:
     if value is None or value.dtype.kind != "f" or not value.size:
         return False
     with np.errstate(invalid="ignore"):
@@ -604,7 +611,7 @@ def _is_mask_constant(index: GraphIndex, node: str, constants: tuple[str, ...]) 
     """Large negative constants whose node feeds a Softmax a few steps later: an attention mask."""
     if not constants:
         return False
-    negative = all(np.all(_constant_values(index, c)[np.abs(_constant_values(index, c)) > FP16_MAX] < 0) for c in constants)
+    negative = all(np.all(_constant_values(index, c)[np.abs(_constant_values(index, c)) > FP16.max] < 0) for c in constants)
     return negative and _softmax_follows(index, node)
 
 

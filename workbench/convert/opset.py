@@ -12,7 +12,7 @@ import onnx
 from onnx import version_converter
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model, full_proto, name_nodes
+from workbench.io.model import Model, full_proto, name_nodes
 
 ORT_MIN_OPSET = 7
 TARGET_OPSET = 11  # far enough past 7 that every adapter onnx has for these ops applies

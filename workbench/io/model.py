@@ -14,8 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from workbench.errors import WorkbenchError
-from workbench.wire import parse_model_file
-
+from workbench.io.wire import parse_model_file
 
 # Opsets this onnx/onnxruntime pair can run; a newer model gets a clear error, not a crash later.
 MAX_SUPPORTED_OPSET = onnx.defs.onnx_opset_version()
@@ -39,7 +38,7 @@ class Model:
     # a 400 MB model's weights are then copied out of protobuf once, not once per reader.
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
     # The folder of the main graph's external-data files: those weights are memory-mapped when
-    # read (workbench.graph), never loaded into the proto, so a 4 GB model is not held twice.
+    # read (workbench.ir.graph), never loaded into the proto, so a 4 GB model is not held twice.
     data_dir: Path | None = None
     # Every file the model was read from (the .onnx and its external data): never written to.
     source_files: tuple[Path, ...] = ()
@@ -73,7 +72,10 @@ def model_bytes(model: Model) -> int:
 
 def full_proto(model: Model) -> onnx.ModelProto:
     """`model.proto` with its external data read in (a copy), for ONNX Runtime sessions and saving."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    from onnx.external_data_helper import (
+        load_external_data_for_model,
+        uses_external_data,
+    )
 
     if model.data_dir is None or not any(uses_external_data(t) for t in model.graph.initializer):
         return model.proto
@@ -134,7 +136,10 @@ def _read_model_file(path: Path) -> tuple[onnx.ModelProto, set[Path]]:
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> set[Path]:
     """Check every external-data reference, read subgraphs' weights in; returns the files the model reads."""
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+    from onnx.external_data_helper import (
+        load_external_data_for_tensor,
+        uses_external_data,
+    )
 
     tensors = [t for t in _all_initializers(proto.graph) if uses_external_data(t)]
     files = {_check_external_data(tensor, path) for tensor in tensors}
@@ -155,7 +160,7 @@ def _check_external_data(tensor: onnx.TensorProto, path: Path) -> Path:
     """The file a tensor's external data names: inside the model's folder, existing, long enough for it."""
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
-    if location == path.name:  # the model file itself (workbench.wire describes its in-file weights so)
+    if location == path.name:  # the model file itself (workbench.io.wire describes its in-file weights so)
         return path
     data = external_data_path(path.parent, location, tensor.name, where=str(path))
     if not location or not data.is_file():

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
-from workbench.diagnose import diagnose
+from workbench.diagnosis.result import Diagnosis, Finding
+from workbench.diagnosis.search import diagnose
 from workbench.errors import WorkbenchError
-from workbench.fixes import Fix, KeepFp32, stored_loss
-from workbench.graph import GraphIndex
-from workbench.report import Diagnosis, Finding
-from workbench.verify import Attempt, Verification, apply_fixes, worst_rel_l2
+from workbench.fixes.catalogue import Fix, KeepFp32, stored_loss
+from workbench.fixes.verify import Attempt, Verification, apply_fixes, worst_rel_l2
+from workbench.ir.graph import GraphIndex
 
 # Model forward passes (full or partial) one automatic fix may spend, the first diagnosis included.
 # Generous: a verification costs 1 pass plus one per suspect still found, so this is dozens of attempts.

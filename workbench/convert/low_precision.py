@@ -19,18 +19,17 @@ import shutil
 import tempfile
 import time
 import weakref
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench.compare import FP16_MAX
 from workbench.errors import WorkbenchError
-from workbench.graph import GraphIndex, decode_tensor, outer_scope_reads
-from workbench.model import Model, subgraphs
-from workbench.precision import FP16, precision
+from workbench.formats import FP16, precision
+from workbench.io.model import Model, subgraphs
+from workbench.ir.graph import GraphIndex, decode_tensor, outer_scope_reads
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 # The wide types converted: FP32, and float64 (some exporters' models are float64 throughout).
@@ -53,7 +52,7 @@ class Fp16Options:
     keep_nodes: frozenset[str] = field(default_factory=frozenset)  # node names kept in FP32
     keep_op_types: frozenset[str] = field(default_factory=frozenset)  # op types kept in FP32
     keep_io_fp32: bool = True  # model inputs and outputs stay FP32, with Casts at the boundary
-    precision: str = "fp16"  # the target format: fp16, bf16, fp8-e4m3, fp8-e5m2 (workbench.precision)
+    precision: str = "fp16"  # the target format: fp16, bf16, fp8-e4m3, fp8-e5m2 (workbench.formats)
 
 
 @dataclass(frozen=True)

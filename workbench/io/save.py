@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import onnx
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model, full_proto
+from workbench.io.model import Model, full_proto
 
 # Protobuf cannot serialize a message over 2 GiB; larger models keep their weights in a side file.
 _PROTOBUF_LIMIT = 2**31 - 1

@@ -32,14 +32,21 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-from workbench.compare import TensorDiff, Tolerance, align, tensor_diff
+from workbench.compare.align import align
+from workbench.compare.diff import TensorDiff, Tolerance, tensor_diff
+from workbench.engines.node_by_node import (
+    NodeRunner,
+    Values,
+    downstream,
+    replay,
+    run_runtime,
+)
 from workbench.errors import WorkbenchError
-from workbench.feeds import Feed, check_feed, generate_feed, load_feed
-from workbench.graph import GraphIndex
-from workbench.model import Model, full_proto, load_model
-from workbench.engines.node_by_node import NodeRunner, Values, downstream, replay, run_runtime
-from workbench.report import _json_float
-from workbench.variants import QUANTIZED_OPS, quantize_int8
+from workbench.io.feeds import Feed, check_feed, generate_feed, load_feed
+from workbench.io.model import Model, full_proto, load_model
+from workbench.ir.graph import GraphIndex
+from workbench.render.json import finite_or_none
+from workbench.variants.fused import QUANTIZED_OPS, quantize_int8
 
 # Outputs within rel-L2 0.15 = SQNR 16.5 dB (see the module docstring); the floor as for FP16 (near-zero tensors).
 INT8_TOLERANCE = Tolerance(rel_l2=0.15)
@@ -77,9 +84,9 @@ class TensorStat:
             "tensor": self.tensor,
             "node": self.node,
             "op_type": self.op_type,
-            "sqnr_db": _json_float(round(self.sqnr_db, 3)) if np.isfinite(self.sqnr_db) else None,
-            "rel_l2": _json_float(self.diff.rel_l2),
-            "max_abs": _json_float(self.diff.max_abs),
+            "sqnr_db": finite_or_none(round(self.sqnr_db, 3)) if np.isfinite(self.sqnr_db) else None,
+            "rel_l2": finite_or_none(self.diff.rel_l2),
+            "max_abs": finite_or_none(self.diff.max_abs),
         }
 
 
@@ -103,9 +110,9 @@ class NodeLoss:
             "tensor": self.tensor,
             "group": list(self.group),
             "local_sqnr_db": _db(self.local_sqnr_db),
-            "local_rel_l2": _json_float(self.local.rel_l2),
+            "local_rel_l2": finite_or_none(self.local.rel_l2),
             "output_sqnr_db": _db(self.output_sqnr_db),
-            "output_rel_l2": _json_float(self.output_rel_l2),
+            "output_rel_l2": finite_or_none(self.output_rel_l2),
         }
 
 
@@ -142,7 +149,7 @@ class Int8Report:
         return int(self.stats.get("quantized_nodes", len(self.losses)))
 
     def check_task(self, task):
-        """A workbench.task check (SentenceEmbeddingTask, MaskedLmTask) of the INT8 outputs against FP32."""
+        """A workbench.task.checks check (SentenceEmbeddingTask, MaskedLmTask) of the INT8 outputs against FP32."""
         reference = {name: self.reference_values[name] for name in self.outputs}
         return task.check(self.feed, reference, dict(self.candidate_outputs), label="INT8")
 
@@ -389,7 +396,7 @@ class Int8Verification:
     after: Int8Report
     excluded: tuple[str, ...]
     attempts: tuple[tuple[tuple[str, ...], float], ...] = ()  # (excluded so far, worst output SQNR)
-    task: object | None = None  # a workbench.task TaskResult on the final variant, when a task was given
+    task: object | None = None  # a workbench.task.checks TaskResult on the final variant, when a task was given
 
     @property
     def ok(self) -> bool:
@@ -408,7 +415,7 @@ class Int8Verification:
     def save(self, path) -> "object":
         from pathlib import Path
 
-        from workbench.save import save_model
+        from workbench.io.save import save_model
 
         return save_model(self.model, Path(path), protect=self.before.reference.source_files)
 

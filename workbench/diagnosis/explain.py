@@ -2,7 +2,7 @@
 
 All arithmetic here is on numpy arrays: reference values in FP32 (or wider), the
 candidate's in its own format (FP16 mostly; BF16 and FP8 values are held as float32), and
-sentences speak in that format's terms (`workbench.precision`). "Local" output = the node run in the
+sentences speak in that format's terms (`workbench.formats`). "Local" output = the node run in the
 candidate's precision on the reference's inputs: the node's own fault, free of
 damage passed on from upstream.
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from workbench.compare import TensorDiff, WorstSlice
-from workbench.precision import FP16, Precision
+from workbench.compare.diff import TensorDiff
+from workbench.compare.slices import WorstSlice
+from workbench.formats import FP16, Precision
 
 # Kinds, most specific first. Each root or warning has exactly one.
 CONSTANT_OUT_OF_RANGE = "constant_out_of_range"

@@ -1,0 +1,1 @@
+"""Fixes: proposed per fault kind, applied to the FP32 source, converted again and re-verified."""

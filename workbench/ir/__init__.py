@@ -1,0 +1,1 @@
+"""Read-only views of ONNX graphs: producers, readers, constants, types, node names."""

@@ -1,0 +1,1 @@
+"""Results as the user reads them: text, HTML and JSON."""

@@ -1,0 +1,1 @@
+"""Task-level checks: does the variant still give the same answer (top-k, mask, embedding ranking)?"""
